@@ -1,0 +1,84 @@
+"""The call record: every turn of a call and how it ended, as the store keeps it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+_DIGITS = re.compile(r"\d")
+
+
+def mask_number(number: str) -> str:
+    """Hide the middle of a phone number for logs and records: 13812345678 -> 138****5678."""
+    digits = _DIGITS.findall(number)
+    if len(digits) < 7:
+        return "*" * len(number)
+    keep_head, keep_tail = 3, 4
+    out, seen = [], 0
+    for ch in number:
+        if ch.isdigit():
+            seen += 1
+            out.append(ch if seen <= keep_head or seen > len(digits) - keep_tail else "*")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+@dataclass
+class Turn:
+    """One exchange: the prompt we played in a state and what the caller answered."""
+
+    index: int
+    state: str
+    prompt_id: str = ""
+    prompt: str = ""
+    heard: str = ""
+    confidence: float = 0.0
+    source: str = ""  # "speech", "dtmf", "" when nothing came (no-input)
+    intent: str = ""  # intent name, "nomatch" or "noinput"
+    intent_confidence: float = 0.0
+    slots: dict[str, Any] = field(default_factory=dict)
+    next_state: str = ""
+    started_at: float = 0.0  # seconds since the call began
+    speech_ended_at: float | None = None
+    reply_latency: float | None = None  # caller's end of speech -> our first reply audio
+    barged_in: bool = False
+    heard_prompt_until: float | None = None  # seconds of the prompt played before barge-in
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready form."""
+        return asdict(self)
+
+
+@dataclass
+class CallRecord:
+    """Everything that happened on one call; `outcome` is set when it ends."""
+
+    call_id: str
+    plan: str
+    plan_version: str
+    language: str
+    direction: str = "inbound"
+    caller: str = ""  # always masked
+    variables: dict[str, Any] = field(default_factory=dict)
+    started_at: str = ""  # ISO-8601 wall-clock time
+    ended_at: str = ""
+    duration: float = 0.0
+    outcome: str = ""
+    ended_by: str = ""  # "robot", "caller", "transfer", "error"
+    transfer: dict[str, Any] | None = None
+    turns: list[Turn] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready form."""
+        data = asdict(self)
+        data["turns"] = [t.to_dict() for t in self.turns]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallRecord:
+        """Inverse of to_dict."""
+        fields = dict(data)
+        turns = [Turn(**t) for t in fields.pop("turns", [])]
+        return cls(**fields, turns=turns)
