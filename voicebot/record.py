@@ -71,10 +71,8 @@ class CallRecord:
     turns: list[Turn] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready form."""
-        data = asdict(self)
-        data["turns"] = [t.to_dict() for t in self.turns]
-        return data
+        """Plain JSON-ready form (asdict converts the turns too)."""
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CallRecord:

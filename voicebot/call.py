@@ -1,0 +1,384 @@
+"""CallSession: one call, composed from the stages; audio and keys in, the robot's audio out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from .asr import Recognizer
+from .audio import StreamResampler, duration
+from .dialog.engine import DialogEngine, DialogState
+from .dtmf import DtmfDetector
+from .errors import AudioFormatError, VoicebotError
+from .events import (
+    Action,
+    AudioChunk,
+    CallEnded,
+    CallStarted,
+    Dtmf,
+    Error,
+    Hangup,
+    Intent,
+    Listen,
+    NoInput,
+    NoMatch,
+    Play,
+    Say,
+    SpeechEnded,
+    SpeechStarted,
+    StateEntered,
+    StopPlayback,
+    Transcript,
+    Transfer,
+    TurnCompleted,
+)
+from .intent import match, match_dtmf
+from .record import CallRecord, Turn, mask_number
+from .textnorm import normalize
+from .vad import Segmenter, VadConfig
+
+Incoming = AudioChunk | Dtmf | Transcript  # a final Transcript in = typed text (simulation, chat)
+Outgoing = Play | StopPlayback | Transfer | Hangup
+Speak = Callable[[Say], Awaitable[bytes]]  # renders a prompt as PCM16 at the session's rate
+KEYPAD_SLOTS = frozenset({"digits", "phone", "tracking_number", "number"})
+MAX_CHUNK_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """How one call listens: line rate, VAD tuning, barge-in guard, keypad timing."""
+
+    rate: int = 8000
+    vad: VadConfig = field(default_factory=VadConfig)
+    barge_in_min_speech: float = 0.3  # seconds of speech before it interrupts the robot
+    # Short acknowledgements that neither interrupt the robot nor count as an answer.
+    backchannels: frozenset[str] = frozenset(
+        {"嗯", "嗯嗯", "哦", "啊", "对", "对对", "好", "ok", "okay", "mhm", "uh huh", "yeah", "right"}
+    )
+    inband_dtmf: bool = True
+    dtmf_inter_digit: float = 3.0  # seconds after the last key before a keyed number is taken
+    max_dtmf_digits: int = 24
+    max_call_seconds: float = 1800.0
+
+
+class CallSession:
+    """Runs one call: VAD, ASR, intent and dialog engine in, prompts and control out; emits everything."""
+
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        engine: DialogEngine,
+        recognizer: Recognizer,
+        speak: Speak,
+        emit: Callable[[object], None],
+        variables: dict[str, object],
+        language: str | None = None,
+        caller: str = "",
+        config: SessionConfig | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.engine = engine
+        self.recognizer = recognizer
+        self.speak = speak
+        self.emit = emit
+        self.config = config or SessionConfig()
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._variables = variables
+        self._language = language
+        self.vad = Segmenter(self.config.vad, rate=self.config.rate)
+        self.dtmf = DtmfDetector(rate=self.config.rate) if self.config.inband_dtmf else None
+        self._resamplers: dict[int, StreamResampler] = {}
+        plan = engine.loaded
+        self.record = CallRecord(
+            call_id=call_id, plan=plan.plan.plan, plan_version=plan.version,
+            language=language or plan.plan.languages[0], direction=plan.plan.direction,
+            caller=mask_number(caller) if caller else "",
+        )
+        self.state: DialogState | None = None
+        self.now = 0.0  # seconds of caller audio received: the session's clock
+        self.playing_until = 0.0  # when the robot's queued audio will have finished playing
+        self.ended = False
+        self._listen: Listen | None = None
+        self._deadline = 0.0
+        self._turn: Turn | None = None
+        self._pending_prompts: list[Say] = []
+        self._play_started = 0.0
+        self._partial = ""
+        self._speech_open = False  # the current utterance started while the ear was open
+        self._keys = ""
+        self._last_key_at = 0.0
+        self._latency_from: float | None = None
+        self._wall_start = 0.0
+
+    # --- the whole call, top to bottom ---------------------------------------------------------
+
+    async def run(self, incoming: AsyncIterable[Incoming]) -> AsyncIterator[Outgoing]:
+        """Play the call: yields what the gateway must do, until the dialog or the caller ends it."""
+        loop = asyncio.get_running_loop()
+        self._wall_start = loop.time()
+        self.record.started_at = self._clock().isoformat(timespec="seconds")
+        self.emit(CallStarted(call_id=self.call_id, plan=self.record.plan, language=self.record.language,
+                              variables=dict(self._variables), direction=self.record.direction,
+                              caller=self.record.caller))
+        ended_by = "caller"
+        try:
+            self.state, actions = self.engine.start(variables=self._variables, language=self._language)
+            self.record.language = self.state.language
+            self.record.variables = dict(self.state.variables)
+            self.emit(StateEntered(call_id=self.call_id, state=self.state.state))
+            for out in await self._perform(actions):
+                yield out
+            async for item in incoming:
+                if self.ended:
+                    break
+                for out in await self._receive(item):
+                    yield out
+                if self.now > self.config.max_call_seconds:
+                    self.emit(Error(code="call_too_long", message="maximum call length reached", call_id=self.call_id))
+                    yield await self._hang_up("max_duration")
+            ended_by = "robot" if self.ended else "caller"
+        except VoicebotError as err:
+            ended_by = "error"
+            self.emit(Error(code=err.code, message=err.message, call_id=self.call_id))
+            raise
+        finally:
+            self._finish(ended_by)
+
+    async def _receive(self, item: Incoming) -> list[Outgoing]:
+        match item:
+            case AudioChunk():
+                return await self._on_audio(item)
+            case Dtmf():
+                return await self._on_key(item.digit)
+            case Transcript():
+                return await self._on_heard(item, ended_at=self.now)
+        raise AudioFormatError(f"unexpected input {type(item).__name__}")
+
+    # --- listening ----------------------------------------------------------------------------
+
+    def _to_line_rate(self, chunk: AudioChunk) -> bytes:
+        if len(chunk.pcm) > chunk.rate * 2 * MAX_CHUNK_SECONDS:
+            raise AudioFormatError(f"audio chunk longer than {MAX_CHUNK_SECONDS} s")
+        if chunk.rate == self.config.rate:
+            return chunk.pcm
+        if chunk.rate not in self._resamplers:
+            self._resamplers[chunk.rate] = StreamResampler(chunk.rate, self.config.rate)
+        return self._resamplers[chunk.rate].process(chunk.pcm)
+
+    @property
+    def listening(self) -> bool:
+        """Whether the dialog is waiting for the caller."""
+        return self._listen is not None
+
+    @property
+    def _ear_open(self) -> bool:
+        """Whether caller audio goes to the recogniser now: listening, and playback done or interruptible."""
+        listen = self._listen
+        return listen is not None and (self.now >= self.playing_until or listen.barge_in)
+
+    async def _on_audio(self, chunk: AudioChunk) -> list[Outgoing]:
+        pcm = self._to_line_rate(chunk)
+        self.now += duration(pcm, self.config.rate)
+        out: list[Outgoing] = []
+        if self.dtmf is not None:
+            for digit in self.dtmf.feed(pcm):
+                out += await self._on_key(digit)
+        vad_events = self.vad.feed(pcm)
+        if self._ear_open:
+            partial = await self.recognizer.accept(pcm)
+            if partial is not None:
+                self._partial = partial.text
+                self.emit(partial)
+        for ev in vad_events:
+            self.emit(ev)
+            if isinstance(ev, SpeechStarted):
+                self._speech_open = self._ear_open
+                self._partial = ""
+            elif isinstance(ev, SpeechEnded):
+                out += await self._on_utterance_end(ev)
+        if self._is_barge_in():
+            out.append(self._stop_playback())
+        if self._keys and self.now - self._last_key_at >= self.config.dtmf_inter_digit:
+            out += await self._submit_keys()
+        if self._listen is not None and not self.vad.in_speech and self.now >= self._deadline:
+            out += await self._step(NoInput(waited=self._listen.timeout))
+        return out
+
+    def _is_backchannel(self, text: str) -> bool:
+        norm = normalize(text, language=self.record.language) if text else ""
+        return norm in self.config.backchannels or text.strip().lower() in self.config.backchannels
+
+    def _is_barge_in(self) -> bool:
+        """Caller speech over an interruptible prompt, long enough and not a mere 嗯 or ok."""
+        listen = self._listen
+        return (
+            listen is not None and listen.barge_in and self.now < self.playing_until and self.vad.in_speech
+            and self.vad.speech_elapsed >= self.config.barge_in_min_speech
+            and not (self._partial and self._is_backchannel(self._partial))
+        )
+
+    def _stop_playback(self) -> StopPlayback:
+        if self._turn is not None:
+            self._turn.barged_in = True
+            self._turn.heard_prompt_until = round(max(0.0, self.now - self._play_started), 3)
+        self.playing_until = self.now
+        stop = StopPlayback(reason="barge_in")
+        self.emit(stop)
+        return stop
+
+    async def _on_utterance_end(self, ev: SpeechEnded) -> list[Outgoing]:
+        if not self._speech_open and not self._ear_open:
+            return []
+        transcript = await self.recognizer.final()
+        self.emit(transcript)
+        if self._listen is None:
+            return []
+        return await self._on_heard(transcript, ended_at=ev.at)
+
+    async def _on_heard(self, transcript: Transcript, *, ended_at: float) -> list[Outgoing]:
+        """A final transcript while listening: understand it and move the dialog."""
+        if self._listen is None or not transcript.text.strip() or self._is_backchannel(transcript.text):
+            return []
+        result = match(transcript.text, self.engine.expectation(self.state), now=self._clock())
+        if self._turn is not None:
+            self._turn.heard = transcript.text
+            self._turn.confidence = round(transcript.confidence, 3)
+            self._turn.speech_ended_at = round(ended_at, 3)
+        return await self._step(result)
+
+    async def _on_key(self, digit: str) -> list[Outgoing]:
+        self.emit(Dtmf(digit=digit))
+        if self._listen is None:
+            return []
+        out: list[Outgoing] = [self._stop_playback()] if self.now < self.playing_until else []
+        expectation = self.engine.expectation(self.state)
+        if expectation.capture is not None and expectation.capture.type in KEYPAD_SLOTS:
+            self._keys += digit
+            self._last_key_at = self.now
+            if digit == "#" or len(self._keys) >= self.config.max_dtmf_digits:
+                out += await self._submit_keys()
+            return out
+        if self._turn is not None:
+            self._turn.heard = digit
+        return out + await self._step(match_dtmf(digit, expectation))
+
+    async def _submit_keys(self) -> list[Outgoing]:
+        keys, self._keys = self._keys, ""
+        if self._turn is not None:
+            self._turn.heard = keys
+        return await self._step(match_dtmf(keys, self.engine.expectation(self.state)))
+
+    # --- deciding ----------------------------------------------------------------------------
+
+    async def _step(self, result: Intent | NoMatch | NoInput) -> list[Outgoing]:
+        """Feed one input to the dialog engine, close the turn, and carry out what it says."""
+        self.emit(result)
+        previous = self.state.state
+        self._listen = None
+        self._latency_from = asyncio.get_running_loop().time()
+        self.state, actions = self.engine.step(self.state, result)
+        turn = self._turn
+        if turn is not None:
+            if isinstance(result, Intent):
+                turn.intent, turn.intent_confidence, turn.slots = result.name, round(result.confidence, 3), result.slots
+                turn.source = result.source
+            else:
+                turn.intent = "noinput" if isinstance(result, NoInput) else "nomatch"
+                turn.source = "" if isinstance(result, NoInput) else result.source
+            turn.next_state = self.state.state
+            self.record.turns.append(turn)
+            self._turn = None
+        if self.state.state != previous:
+            self.emit(StateEntered(call_id=self.call_id, state=self.state.state, previous=previous))
+        out = await self._perform(actions)
+        if turn is not None:
+            self.emit(TurnCompleted(call_id=self.call_id, turn=turn))
+        return out
+
+    async def _perform(self, actions: list[Action]) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        for action in actions:
+            match action:
+                case Say():
+                    out.append(await self._say(action))
+                case Listen():
+                    await self.recognizer.set_grammar(action.grammar)
+                    self._listen = action
+                    self._deadline = self.playing_until + action.timeout
+                    self._speech_open = False
+                    self._turn = Turn(index=len(self.record.turns), state=action.state,
+                                      prompt_id="+".join(s.prompt_id for s in self._pending_prompts),
+                                      prompt=" ".join(s.text for s in self._pending_prompts),
+                                      started_at=round(self.now, 3))
+                    self._pending_prompts = []
+                    self.emit(action)
+                case Transfer():
+                    context = {**action.context, "caller": self.record.caller, "transcript": self._transcript()}
+                    transfer = Transfer(target=action.target, reason=action.reason, context=context)
+                    self.record.transfer = {"target": transfer.target, "reason": transfer.reason}
+                    self.ended = True
+                    self.emit(transfer)
+                    out.append(transfer)
+                case Hangup():
+                    out.append(await self._hang_up(action.reason))
+        return out
+
+    async def _say(self, say: Say) -> Play:
+        pcm = await self.speak(say)
+        if self._latency_from is not None:
+            if self.record.turns and self.record.turns[-1].reply_latency is None:
+                latency = asyncio.get_running_loop().time() - self._latency_from
+                self.record.turns[-1].reply_latency = round(latency, 4)
+            self._latency_from = None
+        self._play_started = max(self.now, self.playing_until)
+        self.playing_until = self._play_started + duration(pcm, self.config.rate)
+        self._pending_prompts.append(say)
+        self.emit(say)
+        return Play(pcm=pcm, rate=self.config.rate, prompt_id=say.prompt_id)
+
+    async def _hang_up(self, reason: str) -> Hangup:
+        self.ended = True
+        hangup = Hangup(reason=reason)
+        self.emit(hangup)
+        return hangup
+
+    # --- bookkeeping --------------------------------------------------------------------------
+
+    def _transcript(self) -> list[dict[str, str]]:
+        """The conversation so far, for the human agent who takes over."""
+        lines = []
+        for turn in self.record.turns:
+            if turn.prompt:
+                lines.append({"speaker": "robot", "text": turn.prompt})
+            if turn.heard:
+                lines.append({"speaker": "caller", "text": turn.heard, "intent": turn.intent})
+        lines += [{"speaker": "robot", "text": s.text} for s in self._pending_prompts]
+        return lines
+
+    def _finish(self, ended_by: str) -> None:
+        """Close the record: the last prompts, the outcome, who ended it; then announce it."""
+        record = self.record
+        if self._pending_prompts or self._turn is not None:
+            turn = self._turn or Turn(index=len(record.turns), state=self.state.state if self.state else "")
+            turn.prompt = turn.prompt or " ".join(s.text for s in self._pending_prompts)
+            turn.prompt_id = turn.prompt_id or "+".join(s.prompt_id for s in self._pending_prompts)
+            record.turns.append(turn)
+            self._pending_prompts, self._turn = [], None
+        state = self.state
+        if ended_by == "error":
+            record.outcome = "error"
+        elif state is not None and state.ended:
+            record.outcome = state.outcome
+            ended_by = "transfer" if record.transfer else "robot"
+        else:
+            record.outcome = "dropped"
+        if state is not None:
+            record.variables = dict(state.variables)
+        record.ended_by = ended_by
+        record.ended_at = self._clock().isoformat(timespec="seconds")
+        record.duration = round(max(self.now, self.playing_until), 3)
+        self.emit(CallEnded(call_id=self.call_id, outcome=record.outcome, record=record))

@@ -1,0 +1,179 @@
+"""The dialog-plan schema: validated, frozen models that ops staff write as YAML."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+SLOT_TYPE = Literal["digits", "phone", "tracking_number", "yes_no", "date", "time", "datetime", "ordinal", "number"]
+# Intent names the engine itself produces or reserves.
+CAPTURED = "captured"
+NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+LANGUAGE = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+# `{name}` or `{name|filter}` inside prompt text.
+TEMPLATE_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\|([a-z_]+))?\}")
+TEMPLATE_FILTERS = ("digits", "masked", "upper")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _goto_shorthand(value: Any) -> Any:
+    """`on: {yes: confirm}` is short for `on: {yes: {goto: confirm}}`."""
+    return {"goto": value} if isinstance(value, str) else value
+
+
+def _as_list(value: Any) -> Any:
+    """A single prompt id may stand where a list of ids is expected."""
+    return [value] if isinstance(value, str) else value
+
+
+PromptIds = Annotated[list[str], BeforeValidator(_as_list)]
+
+
+class VariableSpec(_Frozen):
+    """A variable the call or contact must (or may) supply."""
+
+    required: bool = True
+    default: str | None = None
+    description: str = ""
+    pii: bool = Field(default=False, description="Personal data: masked in logs and events")
+
+
+class IntentDef(_Frozen):
+    """Something the caller can mean: phrases per language, keys, and slots spoken with it."""
+
+    description: str = ""
+    phrases: dict[Annotated[str, Field(pattern=LANGUAGE)], list[str]] = Field(default_factory=dict)
+    dtmf: list[Annotated[str, Field(pattern=r"^[0-9*#A-D]{1,8}$")]] = Field(default_factory=list)
+    slots: dict[Annotated[str, Field(pattern=NAME)], SLOT_TYPE] = Field(
+        default_factory=dict, description="Slots extracted from the same utterance, name: type"
+    )
+
+
+class WavPart(_Frozen):
+    """A recorded prompt file, relative to the plan's folder."""
+
+    wav: str = Field(min_length=1)
+
+
+PromptPiece = str | WavPart
+# Per language: plain text (with {variables}), or a list mixing recorded WAVs and text.
+PromptText = str | list[PromptPiece]
+
+
+class Handler(_Frozen):
+    """What to do on an intent, a no-input or a no-match: say, set, then go, transfer or hang up."""
+
+    say: PromptIds = Field(default_factory=list)
+    set: dict[Annotated[str, Field(pattern=NAME)], str | int | float | bool] = Field(default_factory=dict)
+    goto: str | None = None
+    transfer: str | None = Field(default=None, description="Agent queue to transfer the call to")
+    reason: str = ""
+    hangup: bool = False
+    outcome: str | None = None
+    repeat: bool = Field(default=False, description="Say the last prompt again, then listen again")
+    reprompt: bool = Field(default=False, description="After `say`, replay the state's own prompt")
+
+    @model_validator(mode="after")
+    def _one_exit(self) -> Handler:
+        exits = [n for n, on in (("goto", self.goto), ("transfer", self.transfer), ("hangup", self.hangup)) if on]
+        if len(exits) > 1:
+            raise ValueError(f"a handler takes at most one of goto, transfer, hangup; got {', '.join(exits)}")
+        if self.repeat and exits:
+            raise ValueError("repeat stays in the state; it cannot be combined with " + exits[0])
+        return self
+
+
+HandlerOrGoto = Annotated[Handler, BeforeValidator(_goto_shorthand)]
+
+
+class Capture(_Frozen):
+    """A slot the state fills from what the caller says or keys."""
+
+    slot: str = Field(pattern=NAME)
+    type: SLOT_TYPE
+
+
+class State(_Frozen):
+    """One step of the dialog: speak, then listen for intents, or move on, or end the call."""
+
+    description: str = ""
+    say: PromptIds = Field(default_factory=list)
+    set: dict[Annotated[str, Field(pattern=NAME)], str | int | float | bool] = Field(default_factory=dict)
+    expect: list[str] = Field(default_factory=list, description="Intents this state listens for")
+    capture: Capture | None = None
+    on: dict[str, HandlerOrGoto] = Field(default_factory=dict)
+    noinput: list[Handler] = Field(default_factory=list, description="Handler per count; the last repeats")
+    nomatch: list[Handler] = Field(default_factory=list, description="Handler per count; the last repeats")
+    timeout: float | None = Field(default=None, gt=0, le=120, description="Seconds of silence = no-input")
+    barge_in: bool | None = None
+    globals: bool = Field(default=True, description="Whether the plan's global intents are active here")
+    next: str | None = Field(default=None, description="State to go to after speaking (no input)")
+    end: Literal["hangup", "transfer"] | None = None
+    transfer: str | None = Field(default=None, description="Agent queue, for end: transfer")
+    reason: str = ""
+    outcome: str | None = None
+
+    @property
+    def listens(self) -> bool:
+        """Whether the state waits for the caller."""
+        return bool(self.expect or self.capture)
+
+    @model_validator(mode="after")
+    def _shape(self) -> State:
+        kinds = [k for k, on in (("expect/capture", self.listens), ("next", self.next), ("end", self.end)) if on]
+        if len(kinds) != 1:
+            raise ValueError(
+                "a state must do exactly one of: listen (expect/capture), move on (next), end (end); "
+                + (f"it has {', '.join(kinds)}" if kinds else "it has none")
+            )
+        if self.end == "transfer" and not self.transfer:
+            raise ValueError("end: transfer needs `transfer: <queue>`")
+        if not self.listens and (self.on or self.noinput or self.nomatch):
+            raise ValueError("on/noinput/nomatch only make sense in a state that listens")
+        return self
+
+
+class Defaults(_Frozen):
+    """Plan-wide defaults for states that do not say otherwise."""
+
+    timeout: float = Field(default=6.0, gt=0, le=120)
+    barge_in: bool = True
+    max_failures: int | None = Field(
+        default=None, ge=1, le=50, description="No-inputs plus no-matches in one call before `escalate`"
+    )
+    escalate: Handler | None = None
+    threshold: float = Field(default=0.72, gt=0, le=1, description="Intent confidence below which = no-match")
+
+
+class Plan(_Frozen):
+    """A whole dialog plan as ops staff write it."""
+
+    plan: str = Field(pattern=NAME, description="The plan's name")
+    version: str = "1"
+    description: str = ""
+    direction: Literal["inbound", "outbound"] = "inbound"
+    languages: list[Annotated[str, Field(pattern=LANGUAGE)]] = Field(min_length=1)
+    variables: dict[Annotated[str, Field(pattern=NAME)], VariableSpec] = Field(default_factory=dict)
+    defaults: Defaults = Field(default_factory=Defaults)
+    intents: dict[Annotated[str, Field(pattern=NAME)], IntentDef] = Field(default_factory=dict)
+    prompts: dict[Annotated[str, Field(pattern=NAME)], dict[str, PromptText]] = Field(default_factory=dict)
+    global_: dict[str, HandlerOrGoto] = Field(default_factory=dict, alias="global")
+    start: str
+    states: dict[Annotated[str, Field(pattern=NAME)], State] = Field(min_length=1)
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    def prompt_variables(self, prompt_id: str) -> set[str]:
+        """Names of the variables a prompt's texts refer to, over all languages."""
+        names: set[str] = set()
+        for text in self.prompts.get(prompt_id, {}).values():
+            pieces = [text] if isinstance(text, str) else text
+            for piece in pieces:
+                if isinstance(piece, str):
+                    names.update(m.group(1) for m in TEMPLATE_VAR.finditer(piece))
+        return names
