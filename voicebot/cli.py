@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -142,6 +143,7 @@ def simulate(
     rate: Annotated[int, typer.Option(help="Line sample rate: 8000 or 16000")] = 8000,
     record: Annotated[Path | None, typer.Option("--record", help="Write both sides of the call to this WAV")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the call record as JSON at the end")] = False,
+    db: Annotated[Path | None, typer.Option(help="Also save the call record in this store file")] = None,
 ) -> None:
     """Run one call offline: --say TEXT / --wav FILE / --keys DIGITS / --silence, in order; none = chat."""
     from .simulate import CallerStep, ConversationPrinter
@@ -165,12 +167,19 @@ def simulate(
     if interactive:
         console.print("[dim]Chat with the plan. Enter = silence, /keys 123 = keypad, /quit = hang up.[/]")
     settings = Settings.from_env()
+    variables = _parse_vars(var or [])
+
+    async def run():
+        from .store import CallStore
+
+        async with contextlib.AsyncExitStack() as stack:
+            store = await stack.enter_async_context(CallStore(db)) if db else None
+            return await run_simulation(plan=dialplan, steps=steps, variables=variables, settings=settings,
+                                        emit=ConversationPrinter(console), language=lang, rate=rate,
+                                        record_to=record, ask=ask if interactive else None, store=store)
+
     try:
-        record_ = asyncio.run(run_simulation(
-            plan=dialplan, steps=steps, variables=_parse_vars(var or []), settings=settings,
-            emit=ConversationPrinter(console), language=lang, rate=rate, record_to=record,
-            ask=ask if interactive else None,
-        ))
+        record_ = asyncio.run(run())
     except VoicebotError as err:
         raise _fail(err) from err
     if record:

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +35,7 @@ from .events import (
     Transfer,
 )
 from .record import CallRecord
+from .store import CallStore
 from .recording import CallRecorder
 from .tts import PromptCache, Pyttsx3Synthesizer, render_prompt
 
@@ -169,6 +171,8 @@ async def simulate(
     record_to: Path | None = None,
     recognizer: Recognizer | None = None,
     ask: Callable[[], asyncio.Future] | None = None,
+    store: CallStore | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> CallRecord:
     """Run one call offline and return its record; `ask` supplies further steps interactively."""
     loaded = plan if isinstance(plan, LoadedPlan) else await asyncio.to_thread(load_plan, plan)
@@ -194,7 +198,7 @@ async def simulate(
             rec = recognizer or await make_recognizer(loaded, steps, language=lang, rate=rate, vosk=vosk)
             session = CallSession(call_id=f"sim-{uuid.uuid4().hex[:8]}", engine=engine, recognizer=rec,
                                   speak=speak, emit=on_event, variables=variables, language=lang,
-                                  config=SessionConfig(rate=rate))
+                                  config=SessionConfig(rate=rate), clock=clock)
             caller = _Caller(session, steps, rate=rate, recorder=recorder, ask=ask)
             async for out in session.run(caller):
                 if recorder is not None and isinstance(out, Play):
@@ -207,4 +211,6 @@ async def simulate(
                 await vosk.aclose()
     if recorder is not None and record_to is not None:
         await asyncio.to_thread(recorder.write, record_to)
+    if store is not None:
+        await store.save(records[-1])
     return records[-1]

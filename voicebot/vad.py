@@ -90,8 +90,8 @@ class Segmenter:
 
     @property
     def speech_elapsed(self) -> float:
-        """Seconds since the current utterance started; 0.0 when not in speech."""
-        return (self._frames - self._start) * self._frame_s if self._in_speech else 0.0
+        """Seconds of the current utterance up to its last voiced frame (trailing silence excluded); 0.0 outside."""
+        return (self._last_voiced - self._start) * self._frame_s if self._in_speech else 0.0
 
     @property
     def noise_floor(self) -> float:

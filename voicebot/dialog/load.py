@@ -16,6 +16,8 @@ from ..errors import PlanError
 from .plan import Plan
 
 MAX_PLAN_BYTES = 1_000_000  # a plan is hand-written; anything bigger is a mistake or an attack
+# YAML aliases can make a few bytes expand into billions of nodes ("billion laughs"); real plans have hundreds.
+MAX_PLAN_NODES = 100_000
 
 Path_ = tuple[str | int, ...]
 
@@ -61,9 +63,15 @@ class LoadedPlan:
         return f"{self.plan.version}+{self.digest[:8]}"
 
 
+class _TooManyNodes(Exception):
+    """The document expands to more than MAX_PLAN_NODES nodes."""
+
+
 def _positions(node: Any, path: Path_ = (), out: dict | None = None) -> dict[Path_, tuple[int, int]]:
     """Map every field path in a ruamel document to its 1-based (line, column)."""
     out = {} if out is None else out
+    if len(out) > MAX_PLAN_NODES:
+        raise _TooManyNodes
     if isinstance(node, CommentedMap):
         if not path:
             out[()] = (node.lc.line + 1, node.lc.col + 1)
@@ -140,7 +148,11 @@ def parse_plan(text: str, *, source: str = "<string>", base_dir: Path | None = N
         raise PlanError(f"{source}: error: YAML syntax: {err} [yaml]") from err
     if not isinstance(doc, CommentedMap):
         raise PlanError(f"{source}:1:1: error: a plan must be a YAML mapping (plan:, languages:, states: ...) [schema]")
-    positions = _positions(doc)
+    try:
+        positions = _positions(doc)
+    except _TooManyNodes as err:
+        raise PlanError(f"{source}: error: plan has more than {MAX_PLAN_NODES} fields and items "
+                        "once YAML aliases are expanded [too_large]") from err
     data = _plain(doc)
     try:
         plan = Plan.model_validate(data)

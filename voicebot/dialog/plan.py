@@ -147,7 +147,7 @@ class Defaults(_Frozen):
         default=None, ge=1, le=50, description="No-inputs plus no-matches in one call before `escalate`"
     )
     escalate: Handler | None = None
-    threshold: float = Field(default=0.72, gt=0, le=1, description="Intent confidence below which = no-match")
+    threshold: float = Field(default=0.78, gt=0, le=1, description="Intent confidence below which = no-match")
 
 
 class Plan(_Frozen):
