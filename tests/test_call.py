@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import PLANS, fixture_entry, fixture_path
+
 from voicebot.asr import TranscriptReplayRecognizer
 from voicebot.audio import chunks, read_wav, silence
 from voicebot.call import CallSession, SessionConfig
@@ -172,7 +172,7 @@ async def test_barge_in_stops_playback_and_records_what_was_heard(settings):
     """Speaking over the greeting stops it at once (gateway told to flush) and the answer is taken."""
     events: list = []
     session, synth = await _session(settings, PLANS / "pre_delivery.yaml", replay("zh-CN", ["door"]), events)
-    door, rate = read_wav(fixture_path("zh-CN", "door"))
+    door, _rate = read_wav(fixture_path("zh-CN", "door"))
     outs = []
     try:
         # The caller starts talking 1 s into a greeting that lasts several seconds.
@@ -191,9 +191,9 @@ async def test_barge_in_stops_playback_and_records_what_was_heard(settings):
 
 async def test_short_noise_does_not_barge_in(settings):
     """A click or cough shorter than the barge-in guard does not cut the robot off."""
-    from voicebot.audio import from_array
-
     import numpy as np
+
+    from voicebot.audio import from_array
 
     events: list = []
     session, synth = await _session(settings, PLANS / "pre_delivery.yaml", replay("zh-CN", []), events)

@@ -115,7 +115,8 @@ def test_missing_noinput_or_nomatch_is_a_warning_on_the_state(kind: str) -> None
 
 
 def test_unreachable_state() -> None:
-    text = edit("  bye:\n    say: bye", "  orphan:\n    say: bye\n    end: hangup\n    outcome: x\n  bye:\n    say: bye")
+    orphan = "  orphan:\n    say: bye\n    end: hangup\n    outcome: x\n"
+    text = edit("  bye:\n    say: bye", orphan + "  bye:\n    say: bye")
     assert problems(text) == [("unreachable", "warning", line_of(text, "orphan:"))]
 
 

@@ -15,7 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 PLANS = REPO / "tests" / "plans"
 SHIPPED = sorted((REPO / "dialplans").glob("*.yaml"))
 MINIMAL = (PLANS / "minimal.yaml").read_text(encoding="utf-8")
-LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<sev>error|warning): (?P<rest>.*) \[(?P<code>\w+)\]$")
+LINE = re.compile(
+    r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<sev>error|warning): (?P<rest>.*) \[(?P<code>\w+)\]$"
+)
 
 
 def edit(old: str, new: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +45,8 @@ Outgoing = Play | StopPlayback | Transfer | Hangup
 Speak = Callable[[Say], Awaitable[bytes]]  # renders a prompt as PCM16 at the session's rate
 KEYPAD_SLOTS = frozenset({"digits", "phone", "tracking_number", "number"})
 MAX_CHUNK_SECONDS = 1.0
+PREROLL_SECONDS = 0.3  # audio before the VAD's speech start that still goes to the recogniser
+RECENT_SECONDS = 1.0  # history kept for that: the VAD confirms speech a little after it starts
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class CallSession:
         self._play_started = 0.0
         self._partial = ""
         self._speech_open = False  # the current utterance started while the ear was open
+        self._recent: deque[tuple[float, bytes]] = deque()  # the last moments of audio, for pre-roll
         self._keys = ""
         self._last_key_at = 0.0
         self._latency_from: float | None = None
@@ -155,6 +159,7 @@ class CallSession:
             case Dtmf():
                 return await self._on_key(item.digit)
             case Transcript():
+                self.emit(item)
                 return await self._on_heard(item, ended_at=self.now)
         raise AudioFormatError(f"unexpected input {type(item).__name__}")
 
@@ -180,26 +185,40 @@ class CallSession:
         listen = self._listen
         return listen is not None and (self.now >= self.playing_until or listen.barge_in)
 
+    async def _recognize(self, pcm: bytes) -> None:
+        partial = await self.recognizer.accept(pcm)
+        if partial is not None:
+            self._partial = partial.text
+            self.emit(partial)
+
     async def _on_audio(self, chunk: AudioChunk) -> list[Outgoing]:
         pcm = self._to_line_rate(chunk)
-        self.now += duration(pcm, self.config.rate)
+        start, self.now = self.now, self.now + duration(pcm, self.config.rate)
         out: list[Outgoing] = []
         if self.dtmf is not None:
             for digit in self.dtmf.feed(pcm):
                 out += await self._on_key(digit)
-        vad_events = self.vad.feed(pcm)
-        if self._ear_open:
-            partial = await self.recognizer.accept(pcm)
-            if partial is not None:
-                self._partial = partial.text
-                self.emit(partial)
-        for ev in vad_events:
+        self._recent.append((start, pcm))
+        while self._recent and self._recent[0][0] < self.now - RECENT_SECONDS:
+            self._recent.popleft()
+        # Only the utterance (from just before the VAD heard it start) goes to the recogniser:
+        # decoding silence costs CPU, and Vosk misses short words after long silences.
+        sent = False
+        for ev in self.vad.feed(pcm):
             self.emit(ev)
             if isinstance(ev, SpeechStarted):
                 self._speech_open = self._ear_open
                 self._partial = ""
+                if self._speech_open:
+                    for at, recent in self._recent:
+                        if at + duration(recent, self.config.rate) > ev.at - PREROLL_SECONDS:
+                            await self._recognize(recent)
+                    sent = True
             elif isinstance(ev, SpeechEnded):
                 out += await self._on_utterance_end(ev)
+                self._speech_open = False
+        if self._speech_open and self.vad.in_speech and not sent:
+            await self._recognize(pcm)
         if self._is_barge_in():
             out.append(self._stop_playback())
         if self._keys and self.now - self._last_key_at >= self.config.dtmf_inter_digit:
@@ -231,8 +250,8 @@ class CallSession:
         return stop
 
     async def _on_utterance_end(self, ev: SpeechEnded) -> list[Outgoing]:
-        if not self._speech_open and not self._ear_open:
-            return []
+        if not self._speech_open:
+            return []  # the caller spoke while we were not listening
         transcript = await self.recognizer.final()
         self.emit(transcript)
         if self._listen is None:

@@ -22,8 +22,9 @@ app.add_typer(dialplan_app, name="dialplan")
 app.add_typer(models_app, name="models")
 app.add_typer(calls_app, name="calls")
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: never break a `file:line:col: ...` message or a transcript line across lines.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -35,8 +35,8 @@ from .events import (
     Transfer,
 )
 from .record import CallRecord
-from .store import CallStore
 from .recording import CallRecorder
+from .store import CallStore
 from .tts import PromptCache, Pyttsx3Synthesizer, render_prompt
 
 FRAME_MS = 20
@@ -170,11 +170,15 @@ async def simulate(
     rate: int = 8000,
     record_to: Path | None = None,
     recognizer: Recognizer | None = None,
+    vosk: VoskEngine | None = None,
     ask: Callable[[], asyncio.Future] | None = None,
     store: CallStore | None = None,
     clock: Callable[[], datetime] | None = None,
 ) -> CallRecord:
-    """Run one call offline and return its record; `ask` supplies further steps interactively."""
+    """Run one call offline and return its record; `ask` supplies further steps interactively.
+
+    Audio steps are recognised by `recognizer` if given, else by `vosk` (or a Vosk engine of its own).
+    """
     loaded = plan if isinstance(plan, LoadedPlan) else await asyncio.to_thread(load_plan, plan)
     engine = DialogEngine(loaded)
     lang = language or loaded.plan.languages[0]
@@ -193,7 +197,9 @@ async def simulate(
             return await render_prompt(say.parts, language=say.language, rate=rate, cache=cache,
                                        base_dir=loaded.base_dir)
 
-        vosk = None if recognizer else VoskEngine(settings=settings)
+        own_vosk = vosk is None and recognizer is None
+        if own_vosk:
+            vosk = VoskEngine(settings=settings)
         try:
             rec = recognizer or await make_recognizer(loaded, steps, language=lang, rate=rate, vosk=vosk)
             session = CallSession(call_id=f"sim-{uuid.uuid4().hex[:8]}", engine=engine, recognizer=rec,
@@ -207,7 +213,7 @@ async def simulate(
                     recorder.cut(at=session.now)
             await rec.aclose()
         finally:
-            if vosk is not None:
+            if own_vosk:
                 await vosk.aclose()
     if recorder is not None and record_to is not None:
         await asyncio.to_thread(recorder.write, record_to)

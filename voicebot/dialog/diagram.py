@@ -12,6 +12,16 @@ from .plan import Handler, Plan
 _GLOBAL = "(any state)"
 
 
+def _dq(text: str) -> str:
+    """Text safe inside a DOT double-quoted string (outcomes and queues are free text)."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _mq(text: str) -> str:
+    """Text safe inside a Mermaid quoted label."""
+    return text.replace('"', "#quot;")
+
+
 def _edges(plan: Plan) -> Iterator[tuple[str, str, str]]:
     """(from, to, label) for every way the dialog can move; ends point at a pseudo-node."""
 
@@ -63,10 +73,10 @@ def mermaid(plan: Plan) -> str:
         elif name == _GLOBAL:
             shape = f'{nid}{{{{"{name}"}}}}'
         else:
-            shape = f'{nid}[["{name}"]]'
+            shape = f'{nid}[["{_mq(name)}"]]'
         lines.append(f"    {shape}")
     for src, to, label in _edges(plan):
-        arrow = f'-- "{label}" -->' if label else "-->"
+        arrow = f'-- "{_mq(label)}" -->' if label else "-->"
         lines.append(f"    {ids[src]} {arrow} {ids[to]}")
     return "\n".join(lines) + "\n"
 
@@ -74,16 +84,16 @@ def mermaid(plan: Plan) -> str:
 def dot(plan: Plan) -> str:
     """The flow as a Graphviz digraph."""
     ids = _node_ids(plan)
-    lines = [f'digraph "{plan.plan}" {{', "  rankdir=TB;", '  node [fontname="sans-serif"];',
+    lines = [f'digraph "{_dq(plan.plan)}" {{', "  rankdir=TB;", '  node [fontname="sans-serif"];',
              '  start [shape=circle, label="start"];', f"  start -> {ids[plan.start]};"]
     for name, nid in ids.items():
         if name in plan.states:
             shape = "box" if plan.states[name].listens else "box, style=rounded"
         else:
             shape = "hexagon" if name == _GLOBAL else "doubleoctagon"
-        lines.append(f'  {nid} [shape={shape}, label="{name}"];')
+        lines.append(f'  {nid} [shape={shape}, label="{_dq(name)}"];')
     for src, to, label in _edges(plan):
-        lines.append(f'  {ids[src]} -> {ids[to]} [label="{label}"];')
+        lines.append(f'  {ids[src]} -> {ids[to]} [label="{_dq(label)}"];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -95,6 +105,9 @@ def svg(plan: Plan) -> str:
         raise VoicebotError("graphviz `dot` is not installed (apt-get install graphviz)", code="no_graphviz")
     try:
         done = subprocess.run([exe, "-Tsvg"], input=dot(plan).encode(), capture_output=True, timeout=30, check=True)
+    except subprocess.CalledProcessError as err:
+        detail = err.stderr.decode(errors="replace").strip()
+        raise VoicebotError(f"graphviz failed: {detail or err}", code="graphviz") from err
     except (subprocess.SubprocessError, OSError) as err:
         raise VoicebotError(f"graphviz failed: {err}", code="graphviz") from err
     return done.stdout.decode()

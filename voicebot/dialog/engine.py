@@ -67,7 +67,8 @@ class DialogEngine:
         if lang not in self.plan.languages:
             raise DialogError(f"plan '{self.plan.plan}' has no language {lang} (it has {self.plan.languages})",
                               code="unsupported_language")
-        values: dict[str, Any] = {}
+        # Undeclared variables (extra contact columns) are kept: the agent may want them on transfer.
+        values: dict[str, Any] = {k: v for k, v in variables.items() if k not in self.plan.variables}
         missing = []
         for name, spec in self.plan.variables.items():
             if name in variables and variables[name] not in (None, ""):
@@ -210,7 +211,9 @@ class DialogEngine:
         actions: list[Action] = list(prior)
         current = self.plan.states[state.state]
         if handler.say:
-            actions.append(self._say(handler.say, state, barge_in=self._barge_in(current)))
+            # Last words before a hang-up or transfer are not interruptible, as in a state that ends.
+            final = handler.hangup or bool(handler.transfer)
+            actions.append(self._say(handler.say, state, barge_in=self._barge_in(current) and not final))
         if handler.transfer:
             outcome = handler.outcome or "transferred"
             return self._end(state, actions, outcome=outcome,
