@@ -223,3 +223,16 @@ async def test_16k_audio_into_8k_line_is_resampled(settings):
     assert session.record.outcome == "station_consent"
     assert any(isinstance(e, CallEnded) for e in events)
 
+
+
+async def test_static_prompts_are_rendered_when_the_plan_loads(settings):
+    """Every prompt without variables is in the TTS cache after a call, even those never spoken."""
+    from voicebot.tts import PromptCache as Cache
+
+    await call_with_wavs(settings, "zh-CN", ["door"])
+    loaded = load_plan(PLANS / "pre_delivery.yaml")
+    static = [text for text, lang in loaded.plan.static_texts() if lang == "zh-CN"]
+    assert len(static) >= 12
+    probe = Cache(Pyttsx3Synthesizer(), settings.cache_dir)  # never started: only computes paths
+    for text in static:
+        assert probe.path_for(probe.key(text, language="zh-CN", rate=8000)).is_file(), text

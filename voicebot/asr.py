@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -24,6 +25,8 @@ T = TypeVar("T")
 SUPPORTED_RATES = (8000, 16000)
 MAX_CHUNK_SECONDS = 1.0  # one accept() call; gateways send 20-100 ms
 UNK = "[unk]"
+MAX_WORD_CHARS = 8  # longest vocabulary word tried when splitting unspaced Chinese; model words are shorter
+_CJK_RE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")  # as textnorm, without its heavy imports
 
 
 class Recognizer(Protocol):
@@ -66,6 +69,78 @@ def _load_model(path: Path) -> Any:
 
     vosk.SetLogLevel(-1)
     return vosk.Model(str(path))
+
+
+def segment(token: str, vocabulary: Collection[str], *, longest: int = MAX_WORD_CHARS) -> list[str] | None:
+    """Split unspaced text into vocabulary words, longest match first; None if some part is not covered."""
+    words: list[str] = []
+    i = 0
+    while i < len(token):
+        for n in range(min(longest, len(token) - i), 0, -1):
+            if token[i : i + n] in vocabulary:
+                words.append(token[i : i + n])
+                i += n
+                break
+        else:
+            # Greedy matching can strand a character another split would cover ("ab|c" vs "a|bc").
+            return _fewest_words(token, vocabulary, longest)
+    return words
+
+
+def _fewest_words(token: str, vocabulary: Collection[str], longest: int) -> list[str] | None:
+    """The split of `token` into the fewest vocabulary words, or None when there is none."""
+    best: list[list[str] | None] = [[]] + [None] * len(token)  # best[i]: split of token[:i]
+    for end in range(1, len(token) + 1):
+        for n in range(min(longest, end), 0, -1):
+            head, current, word = best[end - n], best[end], token[end - n : end]
+            if head is not None and word in vocabulary and (current is None or len(head) + 1 < len(current)):
+                best[end] = [*head, word]
+    return best[-1]
+
+
+def _gaps(token: str, vocabulary: Collection[str], longest: int) -> list[str]:
+    """The runs of `token` that no vocabulary word covers (the token itself if only the split fails)."""
+    covered = [False] * len(token)
+    for i in range(len(token)):
+        for n in range(1, min(longest, len(token) - i) + 1):
+            if token[i : i + n] in vocabulary:
+                covered[i : i + n] = [True] * n
+    runs, start = [], None
+    for i, ok in enumerate([*covered, True]):
+        if not ok and start is None:
+            start = i
+        elif ok and start is not None:
+            runs.append(token[start:i])
+            start = None
+    return runs or [token]
+
+
+def _fit(phrase: str, vocabulary: Collection[str]) -> tuple[list[str], list[str]]:
+    """A phrase as vocabulary words, and the parts that could not be made of them."""
+    if phrase in vocabulary:
+        return [phrase], []
+    words: list[str] = []
+    missing: list[str] = []
+    for token in phrase.split():
+        if token in vocabulary:
+            words.append(token)
+        elif _CJK_RE.search(token) and (parts := segment(token, vocabulary)) is not None:
+            # Chinese models know segmented words ("送货 上门"), plans write phrases unspaced ("送货上门").
+            words.extend(parts)
+        elif token != UNK:
+            missing.extend(_gaps(token, vocabulary, MAX_WORD_CHARS) if _CJK_RE.search(token) else [token])
+    return words, missing
+
+
+def fit_phrase(phrase: str, vocabulary: Collection[str]) -> str | None:
+    """`phrase` as space-separated vocabulary words for a grammar, unknown parts left out; None if none fit."""
+    words, _ = _fit(phrase, vocabulary)
+    return " ".join(words) or None
+
+
+def unfit_words(phrase: str, vocabulary: Collection[str]) -> list[str]:
+    """The parts of `phrase` that cannot be made of vocabulary words (empty when it fits whole)."""
+    return _fit(phrase, vocabulary)[1]
 
 
 class VoskEngine:
@@ -138,15 +213,13 @@ class VoskEngine:
             return self._vocab[language]
 
     def missing_words(self, language: str, phrases: Iterable[str]) -> list[str]:
-        """Words of `phrases` the model cannot recognise (empty if the vocabulary is unknown)."""
+        """Parts of `phrases` the model cannot recognise (empty if the vocabulary is unknown)."""
         vocab = self.vocabulary(language)
         if vocab is None:
             return []
         missing: dict[str, None] = {}
         for phrase in phrases:
-            for word in phrase.split():
-                if word not in vocab and word != UNK:
-                    missing[word] = None
+            missing.update(dict.fromkeys(unfit_words(phrase, vocab)))
         return list(missing)
 
     def grammar_json(self, language: str, phrases: Sequence[str] | None) -> str | None:
@@ -157,13 +230,18 @@ class VoskEngine:
             raise TypeError("grammar must be a sequence of phrases, not a string")
         vocab = self.vocabulary(language)
         kept: dict[str, None] = {}
+        missing: dict[str, None] = {}
         for phrase in phrases:
-            words = phrase.split()
-            if vocab is not None:
+            if vocab is None:
+                words = phrase.split()
+            else:
                 # Vosk drops unknown words itself, with a warning per recogniser; do it once here.
-                words = [w for w in words if w in vocab]
+                words, unfit = _fit(phrase, vocab)
+                missing.update(dict.fromkeys(unfit))
             if words:
                 kept[" ".join(words)] = None
+        if missing:
+            log.debug("words not in the %s vocabulary, left out of the grammar: %s", language, list(missing))
         if not kept or set(kept) == {UNK}:
             # A grammar with nothing recognisable would hear nothing, ever; free text can still match.
             log.warning("no grammar phrase of %s is in the %s vocabulary; decoding freely", phrases, language)

@@ -10,16 +10,17 @@ _DIGITS = re.compile(r"\d")
 
 
 def mask_number(number: str) -> str:
-    """Hide the middle of a phone number for logs and records: 13812345678 -> 138****5678."""
-    digits = _DIGITS.findall(number)
-    if len(digits) < 7:
+    """Hide the identifying middle of a phone number: 13812345678 -> 138****5678, +8613812345678 -> +86138****5678."""
+    count = len(_DIGITS.findall(number))
+    if count < 7:
         return "*" * len(number)
-    keep_head, keep_tail = 3, 4
+    # Mobile-length numbers (with any country code) keep their prefix; shorter ones only the last four.
+    keep_head, keep_tail = (count - 8 if count >= 11 else 0), 4
     out, seen = [], 0
     for ch in number:
         if ch.isdigit():
             seen += 1
-            out.append(ch if seen <= keep_head or seen > len(digits) - keep_tail else "*")
+            out.append(ch if seen <= keep_head or seen > count - keep_tail else "*")
         else:
             out.append(ch)
     return "".join(out)

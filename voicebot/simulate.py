@@ -192,6 +192,8 @@ async def simulate(
 
     async with Pyttsx3Synthesizer() as synth:
         cache = PromptCache(synth, settings.cache_dir)
+        # Static prompts are rendered up front so the first caller never waits for TTS.
+        await cache.prerender([(text, lg) for text, lg in loaded.plan.static_texts() if lg == lang], rate=rate)
 
         async def speak(say: Say) -> bytes:
             return await render_prompt(say.parts, language=say.language, rate=rate, cache=cache,

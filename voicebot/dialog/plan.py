@@ -168,6 +168,16 @@ class Plan(_Frozen):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
+    def static_texts(self) -> list[tuple[str, str]]:
+        """(text, language) of every prompt piece without variables: rendered once, when the plan loads."""
+        out: list[tuple[str, str]] = []
+        for texts in self.prompts.values():
+            for language, text in texts.items():
+                for piece in [text] if isinstance(text, str) else text:
+                    if isinstance(piece, str) and piece.strip() and not TEMPLATE_VAR.search(piece):
+                        out.append((piece, language))
+        return out
+
     def prompt_variables(self, prompt_id: str) -> set[str]:
         """Names of the variables a prompt's texts refer to, over all languages."""
         names: set[str] = set()
