@@ -147,7 +147,7 @@ async def test_caller_hangs_up_mid_call_record_is_complete_and_stored(settings, 
     assert "请问送货上门" in stored.turns[-1].prompt  # the question left unanswered
 
 
-async def _session(settings, plan_path: Path, recognizer, events: list, rate=8000):
+async def _session(settings, plan_path: Path, recognizer, events: list, rate=8000, config=None):
     synth = Pyttsx3Synthesizer()
     await synth.start()
     cache = PromptCache(synth, settings.cache_dir)
@@ -158,7 +158,7 @@ async def _session(settings, plan_path: Path, recognizer, events: list, rate=800
                                    base_dir=loaded.base_dir)
 
     session = CallSession(call_id="t1", engine=DialogEngine(loaded), recognizer=recognizer, speak=speak,
-                          emit=events.append, variables=dict(ZH_VARS), config=SessionConfig(rate=rate),
+                          emit=events.append, variables=dict(ZH_VARS), config=config or SessionConfig(rate=rate),
                           clock=lambda: NOW)
     return session, synth
 
@@ -236,3 +236,47 @@ async def test_static_prompts_are_rendered_when_the_plan_loads(settings):
     probe = Cache(Pyttsx3Synthesizer(), settings.cache_dir)  # never started: only computes paths
     for text in static:
         assert probe.path_for(probe.key(text, language="zh-CN", rate=8000)).is_file(), text
+
+
+SPEECH = Path(__file__).resolve().parents[2] / "shared" / "speech"
+
+
+@pytest.mark.speech
+async def test_real_human_speech_barges_in_over_the_greeting(settings):
+    """A real Mandarin recording (AISHELL) spoken over the greeting interrupts it within the guard time."""
+    clip = SPEECH / "zh" / "aishell_BAC009S0724W0121.wav"
+    if not clip.is_file():
+        pytest.skip(f"real speech clips not present at {SPEECH} (they live beside the repository in CI)")
+    pcm, rate = read_wav(clip)
+    from voicebot.audio import resample
+
+    speech = resample(pcm, from_rate=rate, to_rate=8000)
+    events: list = []
+    session, synth = await _session(settings, PLANS / "pre_delivery.yaml", replay("zh-CN", []), events)
+    try:
+        outs = [o async for o in session.run(_stream(silence(2.0, 8000) + speech + silence(1.0, 8000), 8000))]
+    finally:
+        await synth.aclose()
+    stop_at = session.record.turns[0].heard_prompt_until
+    assert any(isinstance(o, StopPlayback) for o in outs)
+    # Speech starts at 2.0 s; the interruption comes after the 0.3 s guard and well before 1 s.
+    assert 2.2 < stop_at < 3.0
+
+
+async def test_endless_speech_is_cut_at_the_maximum_utterance_length(settings):
+    """A caller who never stops (or a noisy line) is cut off at max_utterance_s and answered."""
+    from voicebot.vad import VadConfig
+
+    events: list = []
+    config = SessionConfig(rate=8000, vad=VadConfig(max_utterance_s=6.0))
+    session, synth = await _session(settings, PLANS / "pre_delivery.yaml", replay("zh-CN", ["station"]), events,
+                                    config=config)
+    long_pcm, _ = read_wav(fixture_path("zh-CN", "long_speech"))
+    try:
+        outs = [o async for o in session.run(_stream(silence(40.0, 8000) + long_pcm + silence(2.0, 8000), 8000))]
+    finally:
+        await synth.aclose()
+    ends = [e for e in events if type(e).__name__ == "SpeechEnded"]
+    assert ends and ends[0].duration == pytest.approx(6.0, abs=0.05)
+    assert session.record.outcome == "station_consent"
+    assert outs

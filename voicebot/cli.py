@@ -38,11 +38,18 @@ def _fail(err: VoicebotError | str, code: int = 1) -> typer.Exit:
 
 
 @dialplan_app.command("check")
-def dialplan_check(files: Annotated[list[Path], typer.Argument(help="Plan files to check")]) -> None:
-    """Validate and lint plans; exit 0 only when every plan is clean."""
+def dialplan_check(
+    files: Annotated[list[Path], typer.Argument(help="Plan files to check")],
+    asr: Annotated[bool, typer.Option("--asr/--no-asr", help="Check phrases against installed Vosk models' words")]
+    = True,
+) -> None:
+    """Validate and lint plans (and their phrases against the speech models); exit 0 only when all are clean."""
     from .dialog.lint import lint
     from .dialog.load import load_plan
+    from .dialog.vocab import ModelVocabularies, vocabulary_problems
 
+    vocabularies = ModelVocabularies(settings=Settings.from_env()) if asr else None
+    noted: set[str] = set()
     dirty = False
     for path in files:
         try:
@@ -52,6 +59,13 @@ def dialplan_check(files: Annotated[list[Path], typer.Argument(help="Plan files 
             dirty = True
             continue
         problems = lint(loaded)
+        if vocabularies is not None:
+            problems = [*problems, *vocabulary_problems(loaded, vocabularies)]
+            for language in loaded.plan.languages:
+                if language in vocabularies.notes and language not in noted:
+                    noted.add(language)
+                    console.print(f"{language}: {vocabularies.notes[language]}, vocabulary not checked",
+                                  style="dim", highlight=False, markup=False)
         for problem in problems:
             console.print(problem.format(str(path)), highlight=False, markup=False)
         dirty |= bool(problems)
