@@ -19,7 +19,8 @@ from voicebot.intent import Expectation, IntentSpec, grammar, match
 REPO = Path(__file__).resolve().parents[1]
 KO_PLAN = REPO / "dialplans" / "delivery_ko.yaml"
 ZH = frozenset({"送货", "上门", "送", "货", "放", "驿站", "就", "行"})
-LOCATED = re.compile(r"^(?P<file>\S+):(?P<line>\d+):(?P<col>\d+): (?P<sev>error|warning): (?P<msg>.+) \[(?P<code>\w+)\]$")
+LOCATED = re.compile(r"^(?P<file>\S+):(?P<line>\d+):(?P<col>\d+): (?P<sev>error|warning): (?P<msg>.+) "
+                     r"\[(?P<code>\w+)\]$")
 
 ZH_PLAN = """\
 plan: zh_small
@@ -85,7 +86,7 @@ def test_greedy_dead_end_falls_back_to_another_split() -> None:
     assert unfit_words("放驿站", {"放驿", "驿站"}) == ["放驿站"]  # every character is in some word, no split is
 
 
-def test_engine_grammar_json_segments_chinese(tmp_path: Path) -> None:
+async def test_engine_grammar_json_segments_chinese(tmp_path: Path) -> None:
     # A Vosk-style word list for zh-CN, configured as a model path: the engine reads words, never a model here.
     model = tmp_path / "zh"
     (model / "am").mkdir(parents=True)
@@ -94,14 +95,13 @@ def test_engine_grammar_json_segments_chinese(tmp_path: Path) -> None:
     (model / "graph").mkdir()
     (model / "graph" / "words.txt").write_text(
         "".join(f"{w} {i}\n" for i, w in enumerate(["<eps>", "[unk]", *sorted(ZH)])), encoding="utf-8")
-    engine = VoskEngine(settings=Settings(cache_dir=tmp_path / "cache", model_paths={"zh-CN": model}, asr_workers=1))
-    try:
-        phrases = grammar(Expectation(intents=(IntentSpec("door", ("送货上门",)), IntentSpec("x", ("放驿站就行", "柜子")))))
+    settings = Settings(cache_dir=tmp_path / "cache", model_paths={"zh-CN": model}, asr_workers=1)
+    intents = (IntentSpec("door", ("送货上门",)), IntentSpec("station", ("放驿站就行", "柜子")))
+    phrases = grammar(Expectation(intents=intents))
+    async with VoskEngine(settings=settings) as engine:
         assert json.loads(engine.grammar_json("zh-CN", phrases) or "") == ["送货 上门", "放 驿站 就 行", "[unk]"]
         assert engine.missing_words("zh-CN", phrases) == ["柜子"]
         assert engine.grammar_json("zh-CN", ["柜子"]) is None  # nothing recognisable: decode freely
-    finally:
-        engine._executor.shutdown()
 
 
 def test_match_understands_vosk_spaced_chinese() -> None:
@@ -136,7 +136,7 @@ def test_vocabulary_problems_locate_each_unfit_phrase() -> None:
     (problem,) = problems
     assert problem.code == "asr_vocabulary" and problem.severity == "warning"
     assert problem.path == ("intents", "door", "phrases", "zh-CN", 1)
-    assert (problem.line, problem.column) == (6, 24)  # the second item of `zh-CN: [送货上门, 送到家里]`
+    assert (problem.line, problem.column) == (6, 21)  # `送到家里` in line 6, `      zh-CN: [送货上门, 送到家里]`
     assert "送到家里" in problem.message and "zh-CN" in problem.message and "'到家里'" in problem.message
     assert vocabulary_problems(loaded, lambda _lang: None) == []
 

@@ -60,7 +60,8 @@ def dialplan_check(
             continue
         problems = lint(loaded)
         if vocabularies is not None:
-            problems = [*problems, *vocabulary_problems(loaded, vocabularies)]
+            problems = sorted([*problems, *vocabulary_problems(loaded, vocabularies)],
+                              key=lambda p: (p.severity != "error", p.line, p.column))
             for language in loaded.plan.languages:
                 if language in vocabularies.notes and language not in noted:
                     noted.add(language)
