@@ -81,3 +81,11 @@ def test_demo_prints_a_whole_call(tmp_path):
     done = run_cli(["demo"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert "robot" in done.stdout and "caller" in done.stdout and "outcome: rescheduled" in done.stdout
+
+
+def test_simulate_wav_without_a_model_says_how_to_get_one(tmp_path):
+    """Audio in a language with no installed model: a clear error naming `voicebot models fetch`."""
+    done = run_cli(["simulate", str(PLANS / "pre_delivery.yaml"), "--var", "customer_name=王", "--var",
+                    "tracking_tail=1", "--wav", str(fixture_path("zh-CN", "door"))], tmp_path)
+    assert done.returncode == 1
+    assert "voicebot models fetch zh-CN" in done.stderr
