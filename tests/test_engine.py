@@ -9,7 +9,7 @@ import pytest
 
 from voicebot.dialog.engine import DialogEngine, DialogState, render_text
 from voicebot.dialog.load import load_plan, parse_plan
-from voicebot.errors import DialogError
+from voicebot.errors import DialogError, PlanError
 from voicebot.events import Hangup, Intent, Listen, NoInput, NoMatch, Say, Transfer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -365,11 +365,11 @@ def test_state_with_globals_off_treats_global_intent_as_nomatch() -> None:
 # --- chains and form filling --------------------------------------------------------------------------
 
 
-def test_next_loop_is_detected() -> None:
-    eng = engine_of(LOOP)
-    with pytest.raises(DialogError) as info:
-        eng.start(variables={})
-    assert info.value.code == "loop"
+def test_next_loop_is_refused_when_the_plan_loads() -> None:
+    """A `next:` cycle would spin without waiting for the caller: the loader refuses it, located."""
+    with pytest.raises(PlanError) as info:
+        engine_of(LOOP)
+    assert "[next_loop]" in info.value.message
 
 
 def test_next_chain_speaks_each_state_in_order() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -36,7 +36,7 @@ from .events import (
     TurnCompleted,
 )
 from .intent import match, match_dtmf
-from .record import CallRecord, Turn, mask_number
+from .record import CallRecord, Turn, mask_number, mask_value
 from .textnorm import normalize
 from .vad import Segmenter, VadConfig
 
@@ -45,6 +45,7 @@ Outgoing = Play | StopPlayback | Transfer | Hangup
 Speak = Callable[[Say], Awaitable[bytes]]  # renders a prompt as PCM16 at the session's rate
 KEYPAD_SLOTS = frozenset({"digits", "phone", "tracking_number", "number"})
 MAX_CHUNK_SECONDS = 1.0
+TONE_GUARD_SECONDS = 0.3  # after an in-band key tone, "speech" starting this soon is the tone itself
 PREROLL_SECONDS = 0.3  # audio before the VAD's speech start that still goes to the recogniser
 RECENT_SECONDS = 1.0  # history kept for that: the VAD confirms speech a little after it starts
 
@@ -117,6 +118,10 @@ class CallSession:
         self._last_key_at = 0.0
         self._latency_from: float | None = None
         self._wall_start = 0.0
+        self._end_reason = ""
+        self._tone_until = -1.0  # in-band DTMF heard until then: that "speech" is a key, not words
+        self._fed = False  # audio went to the recogniser since its last final()
+        self._pii = frozenset(n for n, spec in engine.plan.variables.items() if spec.pii)
 
     # --- the whole call, top to bottom ---------------------------------------------------------
 
@@ -126,28 +131,34 @@ class CallSession:
         self._wall_start = loop.time()
         self.record.started_at = self._clock().isoformat(timespec="seconds")
         self.emit(CallStarted(call_id=self.call_id, plan=self.record.plan, language=self.record.language,
-                              variables=dict(self._variables), direction=self.record.direction,
+                              variables=self._masked(self._variables), direction=self.record.direction,
                               caller=self.record.caller))
         ended_by = "caller"
         try:
             self.state, actions = self.engine.start(variables=self._variables, language=self._language)
             self.record.language = self.state.language
-            self.record.variables = dict(self.state.variables)
+            self.record.variables = self._masked(self.state.variables)
             self.emit(StateEntered(call_id=self.call_id, state=self.state.state))
             for out in await self._perform(actions):
                 yield out
             async for item in incoming:
-                if self.ended:
-                    break
-                for out in await self._receive(item):
-                    yield out
-                if self.now > self.config.max_call_seconds:
+                if not self.ended:
+                    for out in await self._receive(item):
+                        yield out
+                if not self.ended and self.now > self.config.max_call_seconds:
                     self.emit(Error(code="call_too_long", message="maximum call length reached", call_id=self.call_id))
                     yield await self._hang_up("max_duration")
+                if self.ended:
+                    break  # do not wait for more input once the call is over
             ended_by = "robot" if self.ended else "caller"
         except VoicebotError as err:
             ended_by = "error"
             self.emit(Error(code=err.code, message=err.message, call_id=self.call_id))
+            raise
+        except Exception as err:
+            # A bug must not pass for a normal ending in the record.
+            ended_by = "error"
+            self.emit(Error(code="internal", message=f"{type(err).__name__}: {err}", call_id=self.call_id))
             raise
         finally:
             self._finish(ended_by)
@@ -162,6 +173,11 @@ class CallSession:
                 self.emit(item)
                 return await self._on_heard(item, ended_at=self.now)
         raise AudioFormatError(f"unexpected input {type(item).__name__}")
+
+    def _masked(self, variables: Mapping[str, object]) -> dict[str, object]:
+        """Variables as events and records may carry them: the plan's pii variables masked."""
+        pii = self._pii
+        return {k: (mask_value(v) if k in pii else v) for k, v in variables.items()}
 
     # --- listening ----------------------------------------------------------------------------
 
@@ -186,6 +202,7 @@ class CallSession:
         return listen is not None and (self.now >= self.playing_until or listen.barge_in)
 
     async def _recognize(self, pcm: bytes) -> None:
+        self._fed = True
         partial = await self.recognizer.accept(pcm)
         if partial is not None:
             self._partial = partial.text
@@ -197,6 +214,9 @@ class CallSession:
         out: list[Outgoing] = []
         if self.dtmf is not None:
             for digit in self.dtmf.feed(pcm):
+                # The tone is a key, not words: keep it (and the utterance it is in) away from the ASR.
+                self._tone_until = self.now + TONE_GUARD_SECONDS
+                self._speech_open = False
                 out += await self._on_key(digit)
         self._recent.append((start, pcm))
         while self._recent and self._recent[0][0] < self.now - RECENT_SECONDS:
@@ -207,7 +227,7 @@ class CallSession:
         for ev in self.vad.feed(pcm):
             self.emit(ev)
             if isinstance(ev, SpeechStarted):
-                self._speech_open = self._ear_open
+                self._speech_open = self._ear_open and ev.at > self._tone_until
                 self._partial = ""
                 if self._speech_open:
                     for at, recent in self._recent:
@@ -223,7 +243,8 @@ class CallSession:
             out.append(self._stop_playback())
         if self._keys and self.now - self._last_key_at >= self.config.dtmf_inter_digit:
             out += await self._submit_keys()
-        if self._listen is not None and not self.vad.in_speech and self.now >= self._deadline:
+        # No-input only when the caller is neither speaking nor in the middle of keying a number.
+        if self._listen is not None and not self.vad.in_speech and not self._keys and self.now >= self._deadline:
             out += await self._step(NoInput(waited=self._listen.timeout))
         return out
 
@@ -236,7 +257,7 @@ class CallSession:
         listen = self._listen
         return (
             listen is not None and listen.barge_in and self.now < self.playing_until and self.vad.in_speech
-            and self.vad.speech_elapsed >= self.config.barge_in_min_speech
+            and self._speech_open and self.vad.speech_elapsed >= self.config.barge_in_min_speech
             and not (self._partial and self._is_backchannel(self._partial))
         )
 
@@ -245,13 +266,22 @@ class CallSession:
             self._turn.barged_in = True
             self._turn.heard_prompt_until = round(max(0.0, self.now - self._play_started), 3)
         self.playing_until = self.now
+        if self._listen is not None:
+            # The prompt is cut short: the caller's time to answer starts now, not at its planned end.
+            self._deadline = self.now + self._listen.timeout
         stop = StopPlayback(reason="barge_in")
         self.emit(stop)
         return stop
 
     async def _on_utterance_end(self, ev: SpeechEnded) -> list[Outgoing]:
         if not self._speech_open:
-            return []  # the caller spoke while we were not listening
+            if self._fed:  # a tone or an unheard stretch reached the recogniser: flush it, unheard
+                self._fed = False
+                await self.recognizer.final()
+            return []  # the caller spoke while we were not listening, or it was a key tone
+        # The caller stopped at ev.at; the VAD's end-silence has passed since (audio comes in real time).
+        self._latency_from = asyncio.get_running_loop().time() - (self.now - ev.at)
+        self._fed = False
         transcript = await self.recognizer.final()
         self.emit(transcript)
         if self._listen is None:
@@ -261,6 +291,10 @@ class CallSession:
     async def _on_heard(self, transcript: Transcript, *, ended_at: float) -> list[Outgoing]:
         """A final transcript while listening: understand it and move the dialog."""
         if self._listen is None or not transcript.text.strip() or self._is_backchannel(transcript.text):
+            # Not an answer (silence, 嗯, ok): give the caller the full time to answer from here.
+            self._latency_from = None
+            if self._listen is not None:
+                self._deadline = max(self._deadline, self.now + self._listen.timeout)
             return []
         result = match(transcript.text, self.engine.expectation(self.state), now=self._clock())
         if self._turn is not None:
@@ -273,7 +307,11 @@ class CallSession:
         self.emit(Dtmf(digit=digit))
         if self._listen is None:
             return []
-        out: list[Outgoing] = [self._stop_playback()] if self.now < self.playing_until else []
+        out: list[Outgoing] = []
+        if self.now < self.playing_until:
+            if not self._listen.barge_in:
+                return []  # this prompt must be heard in full: keys pressed over it are ignored
+            out.append(self._stop_playback())
         expectation = self.engine.expectation(self.state)
         if expectation.capture is not None and expectation.capture.type in KEYPAD_SLOTS:
             self._keys += digit
@@ -287,6 +325,8 @@ class CallSession:
 
     async def _submit_keys(self) -> list[Outgoing]:
         keys, self._keys = self._keys, ""
+        if self._listen is None:
+            return []
         if self._turn is not None:
             self._turn.heard = keys
         return await self._step(match_dtmf(keys, self.engine.expectation(self.state)))
@@ -298,7 +338,9 @@ class CallSession:
         self.emit(result)
         previous = self.state.state
         self._listen = None
-        self._latency_from = asyncio.get_running_loop().time()
+        self._keys = ""  # keys typed for this state never spill into the next
+        if self._latency_from is None:
+            self._latency_from = asyncio.get_running_loop().time()
         self.state, actions = self.engine.step(self.state, result)
         turn = self._turn
         if turn is not None:
@@ -353,14 +395,17 @@ class CallSession:
                 latency = asyncio.get_running_loop().time() - self._latency_from
                 self.record.turns[-1].reply_latency = round(latency, 4)
             self._latency_from = None
-        self._play_started = max(self.now, self.playing_until)
-        self.playing_until = self._play_started + duration(pcm, self.config.rate)
+        start = max(self.now, self.playing_until)
+        if not self._pending_prompts:
+            self._play_started = start  # barge-in measures what was heard from the first prompt of the reply
+        self.playing_until = start + duration(pcm, self.config.rate)
         self._pending_prompts.append(say)
         self.emit(say)
         return Play(pcm=pcm, rate=self.config.rate, prompt_id=say.prompt_id)
 
     async def _hang_up(self, reason: str) -> Hangup:
         self.ended = True
+        self._end_reason = self._end_reason or reason
         hangup = Hangup(reason=reason)
         self.emit(hangup)
         return hangup
@@ -393,10 +438,12 @@ class CallSession:
         elif state is not None and state.ended:
             record.outcome = state.outcome
             ended_by = "transfer" if record.transfer else "robot"
+        elif self._end_reason:
+            record.outcome = self._end_reason  # the session itself hung up (e.g. max_duration)
         else:
             record.outcome = "dropped"
         if state is not None:
-            record.variables = dict(state.variables)
+            record.variables = self._masked(state.variables)
         record.ended_by = ended_by
         record.ended_at = self._clock().isoformat(timespec="seconds")
         record.duration = round(max(self.now, self.playing_until), 3)

@@ -248,6 +248,7 @@ def calls_list(
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
 ) -> None:
     """List recent calls, newest first."""
+    from rich.markup import escape
     from rich.table import Table
 
     from .store import CallStore
@@ -262,7 +263,8 @@ def calls_list(
         raise _fail(err) from err
     table = Table("call", "plan", "started", "seconds", "turns", "outcome", "caller")
     for r in rows:
-        table.add_row(r.call_id, r.plan, r.started_at, f"{r.duration:.1f}", str(r.turns), r.outcome, r.caller)
+        table.add_row(*(escape(v) for v in (r.call_id, r.plan, r.started_at, f"{r.duration:.1f}", str(r.turns),
+                                             r.outcome, r.caller)))
     console.print(table)
 
 

@@ -26,6 +26,14 @@ def mask_number(number: str) -> str:
     return "".join(out)
 
 
+def mask_value(value: object) -> str:
+    """Mask a personal value for events and records: numbers as by mask_number, text keeps its first character."""
+    text = "" if value is None else str(value)
+    if sum(ch.isdigit() for ch in text) >= 7:
+        return mask_number(text)
+    return text[:1] + "*" * (len(text) - 1) if text else ""
+
+
 @dataclass
 class Turn:
     """One exchange: the prompt we played in a state and what the caller answered."""
@@ -43,7 +51,9 @@ class Turn:
     next_state: str = ""
     started_at: float = 0.0  # seconds since the call began
     speech_ended_at: float | None = None
-    reply_latency: float | None = None  # caller's end of speech -> our first reply audio
+    # Caller's end of speech -> our reply's audio ready, in seconds: the VAD's end-silence wait, the ASR's
+    # final result, the dialog step and TTS. (Keys and typed text: from the input to the reply.)
+    reply_latency: float | None = None
     barged_in: bool = False
     heard_prompt_until: float | None = None  # seconds of the prompt played before barge-in
 

@@ -19,7 +19,7 @@ class CallRecorder:
         self.rate = rate
         self._caller: list[tuple[int, np.ndarray]] = []
         self._robot: list[tuple[int, np.ndarray]] = []
-        self._cuts: list[int] = []  # samples where a barge-in stopped the robot
+        self._cuts: list[tuple[int, int]] = []  # (robot pieces queued by then, sample where barge-in cut them)
 
     def _at(self, seconds: float) -> int:
         return round(seconds * self.rate)
@@ -34,7 +34,7 @@ class CallRecorder:
 
     def cut(self, *, at: float) -> None:
         """Barge-in: robot audio after `at` was never heard."""
-        self._cuts.append(self._at(at))
+        self._cuts.append((len(self._robot), self._at(at)))
 
     def _track(self, pieces: list[tuple[int, np.ndarray]], length: int) -> np.ndarray:
         track = np.zeros(length, dtype=np.int16)
@@ -48,12 +48,14 @@ class CallRecorder:
         """Write a stereo WAV; returns its length in seconds."""
         ends = [s + len(a) for s, a in self._caller + self._robot] or [0]
         length = min(max(ends), MAX_RECORDING_SECONDS * self.rate)
-        robot = self._track(self._robot, length)
-        # A cut silences robot audio that was queued before the cut and would have played after it.
-        for cut_at in self._cuts:
-            for start, samples in self._robot:
-                if start < cut_at < start + len(samples):
-                    robot[cut_at : min(length, start + len(samples))] = 0
+        # A cut drops what was queued before it from the cut on: the gateway flushed it unheard.
+        pieces = list(self._robot)
+        for queued, cut_at in self._cuts:
+            for i in range(queued):
+                start, samples = pieces[i]
+                keep = max(0, min(len(samples), cut_at - start))
+                pieces[i] = (start, samples[:keep])
+        robot = self._track(pieces, length)
         stereo = np.stack([self._track(self._caller, length), robot], axis=1)
         sf.write(str(path), stereo, self.rate, subtype="PCM_16")
         return length / self.rate

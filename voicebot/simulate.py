@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from rich.console import Console
+from rich.markup import escape
 
 from .asr import Recognizer, TranscriptReplayRecognizer, VoskEngine
 from .audio import chunks, read_wav, resample, silence
@@ -125,9 +126,9 @@ class ConversationPrinter:
         c = self.console
         match event:
             case Say():
-                c.print(f"[bold cyan]robot [/] {event.text}", highlight=False)
+                c.print(f"[bold cyan]robot [/] {escape(event.text)}", highlight=False)
             case Transcript(final=True) if event.text:
-                c.print(f"[bold green]caller[/] {event.text}", highlight=False)
+                c.print(f"[bold green]caller[/] {escape(event.text)}", highlight=False)
             case Dtmf():
                 c.print(f"[bold green]caller[/] [key {event.digit}]", highlight=False)
             case Intent():
@@ -208,12 +209,18 @@ async def simulate(
                                   speak=speak, emit=on_event, variables=variables, language=lang,
                                   config=SessionConfig(rate=rate), clock=clock)
             caller = _Caller(session, steps, rate=rate, recorder=recorder, ask=ask)
-            async for out in session.run(caller):
-                if recorder is not None and isinstance(out, Play):
-                    recorder.robot(out.pcm, at=session.playing_until - len(out.pcm) / 2 / rate)
-                elif recorder is not None and isinstance(out, StopPlayback):
-                    recorder.cut(at=session.now)
-            await rec.aclose()
+            try:
+                cursor = 0.0  # where the gateway's playback queue ends, on the call's clock
+                async for out in session.run(caller):
+                    if recorder is not None and isinstance(out, Play):
+                        cursor = max(cursor, session.now)
+                        recorder.robot(out.pcm, at=cursor)
+                        cursor += len(out.pcm) / 2 / rate
+                    elif recorder is not None and isinstance(out, StopPlayback):
+                        recorder.cut(at=session.now)
+                        cursor = session.now
+            finally:
+                await rec.aclose()
         finally:
             if own_vosk:
                 await vosk.aclose()

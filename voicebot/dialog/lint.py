@@ -111,6 +111,22 @@ def _check_states(plan: Plan) -> Iterator[Problem]:
                     keys[key] = intent
         if state.end and not state.outcome:
             yield Problem("missing_outcome", "ends the call without an `outcome:`", at, severity="warning")
+        for kind in ("noinput", "nomatch"):
+            handlers = getattr(state, kind)
+            if handlers and handlers[-1].goto == sname:
+                yield Problem("endless_retry", f"the last `{kind}` handler goes back to this state, which resets its "
+                              "counters: the caller is asked forever; end with transfer or hangup",
+                              (*at, kind, len(handlers) - 1), severity="warning")
+        if state.next:
+            seen, name = {sname}, state.next
+            while name in plan.states and plan.states[name].next and name not in seen:
+                seen.add(name)
+                name = plan.states[name].next
+            if name in seen:
+                yield Problem("next_loop", f"`next:` leads back to '{name}' without waiting for the caller",
+                              (*at, "next"))
+    if plan.defaults.max_failures and not plan.defaults.escalate:
+        yield Problem("escalate_missing", "max_failures does nothing without `escalate:`", ("defaults", "max_failures"))
     reached, todo = set(), [plan.start] if plan.start in plan.states else []
     while todo:
         name = todo.pop()

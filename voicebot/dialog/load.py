@@ -140,6 +140,8 @@ def parse_plan(text: str, *, source: str = "<string>", base_dir: Path | None = N
     yaml.allow_duplicate_keys = False
     try:
         doc = yaml.load(text)
+    except RecursionError as err:
+        raise PlanError(f"{source}:1:1: error: the plan is nested too deeply [too_large]") from err
     except MarkedYAMLError as err:
         mark = err.problem_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -150,10 +152,12 @@ def parse_plan(text: str, *, source: str = "<string>", base_dir: Path | None = N
         raise PlanError(f"{source}:1:1: error: a plan must be a YAML mapping (plan:, languages:, states: ...) [schema]")
     try:
         positions = _positions(doc)
+        data = _plain(doc)
     except _TooManyNodes as err:
         raise PlanError(f"{source}: error: plan has more than {MAX_PLAN_NODES} fields and items "
                         "once YAML aliases are expanded [too_large]") from err
-    data = _plain(doc)
+    except RecursionError as err:
+        raise PlanError(f"{source}:1:1: error: the plan is nested too deeply [too_large]") from err
     try:
         plan = Plan.model_validate(data)
     except ValidationError as err:

@@ -83,8 +83,9 @@ class Handler(_Frozen):
         exits = [n for n, on in (("goto", self.goto), ("transfer", self.transfer), ("hangup", self.hangup)) if on]
         if len(exits) > 1:
             raise ValueError(f"a handler takes at most one of goto, transfer, hangup; got {', '.join(exits)}")
-        if self.repeat and exits:
-            raise ValueError("repeat stays in the state; it cannot be combined with " + exits[0])
+        if (self.repeat or self.reprompt) and exits:
+            kind = "repeat" if self.repeat else "reprompt"
+            raise ValueError(f"{kind} stays in the state; it cannot be combined with {exits[0]}")
         return self
 
 

@@ -1,0 +1,289 @@
+"""The websocket server: accepts gateway connections, picks the codec by path, runs a CallSession each."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from urllib.parse import parse_qsl, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from .asr import Recognizer
+from .call import CallSession, Incoming, SessionConfig
+from .errors import VoicebotError
+from .events import AudioChunk, Dtmf, Error, Hangup, Play, Say, Transfer
+from .gateways.base import (
+    CLOSE_POLICY,
+    CLOSE_UNSUPPORTED,
+    CallerHangup,
+    CallStart,
+    Codec,
+    FlowControl,
+    MarkReached,
+    ProtocolError,
+)
+from .plans import PlanRegistry
+
+log = logging.getLogger(__name__)
+
+RecognizerFactory = Callable[[str, int], Awaitable[Recognizer]]  # (language, rate) -> recogniser
+SpeakFactory = Callable[[int, "PlanRegistry", str], Callable[[Say], Awaitable[bytes]]]
+LINE_RATES = (8000, 16000)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A URL path served by one codec, with its default plan and its share of capacity."""
+
+    path: str
+    codec: Callable[..., Codec]
+    plan: str = ""
+    max_calls: int = 100
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Bounds that keep one bad gateway from hurting the other calls."""
+
+    max_message_bytes: int = 1 << 20
+    max_frames_per_second: int = 200  # 20 ms audio is 50/s; bursts after a network hiccup are allowed
+    idle_timeout: float = 30.0  # seconds without any frame before the call is given up
+    drain_timeout: float = 60.0  # on shutdown, how long live calls may go on
+    ping_interval: float = 20.0
+
+
+@dataclass
+class _Stats:
+    active: dict[str, int] = field(default_factory=dict)
+
+
+class VoiceServer:
+    """Serves calls over websockets; `async with` it, then `await server.wait_stopped()`."""
+
+    def __init__(
+        self,
+        *,
+        routes: list[Route],
+        plans: PlanRegistry,
+        recognizer: RecognizerFactory,
+        speak: Callable[[int, str], Callable[[Say], Awaitable[bytes]]],
+        emit: Callable[[object], None],
+        tokens: frozenset[str] = frozenset(),
+        require_auth: bool = True,
+        limits: ServerLimits | None = None,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        tls: ssl.SSLContext | None = None,
+        session_config: Callable[[int], SessionConfig] | None = None,
+    ) -> None:
+        if require_auth and not tokens:
+            raise VoicebotError("refusing to serve without gateway tokens (give --token, or --no-auth for tests)",
+                                code="no_auth")
+        self.routes = {r.path: r for r in routes}
+        self.plans, self.recognizer, self.speak, self.emit = plans, recognizer, speak, emit
+        self.tokens, self.require_auth = tokens, require_auth
+        self.limits = limits or ServerLimits()
+        self.host, self.port, self.tls = host, port, tls
+        self.session_config = session_config or (lambda rate: SessionConfig(rate=rate))
+        self.stats = _Stats()
+        self._server: Server | None = None
+        self._calls: set[asyncio.Task] = set()
+
+    # --- lifetime -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> VoiceServer:
+        subprotocols = sorted({p for r in self.routes.values() for p in getattr(r.codec, "subprotocols", ())})
+        self._server = await serve(
+            self._handle, self.host, self.port, ssl=self.tls, process_request=self._admit,
+            select_subprotocol=lambda conn, offered: next((p for p in offered if p in subprotocols), None),
+            max_size=self.limits.max_message_bytes, ping_interval=self.limits.ping_interval,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("serving %s on %s:%d", ", ".join(self.routes), self.host, self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Stop accepting calls, let live ones finish up to the drain deadline, then end the rest."""
+        if self._server is None:
+            return
+        self._server.close(close_connections=False)
+        live = set(self._calls)
+        if live:
+            log.info("draining %d live calls (up to %.0f s)", len(live), self.limits.drain_timeout)
+            _, pending = await asyncio.wait(live, timeout=self.limits.drain_timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._server.close()
+        await self._server.wait_closed()
+        self._server = None
+
+    # --- admission ------------------------------------------------------------------------------
+
+    def _authorized(self, request: Request, query: Mapping[str, str]) -> bool:
+        if not self.require_auth:
+            return True
+        offered = query.get("token", "")
+        header = request.headers.get("Authorization", "")
+        if header.lower().startswith("bearer "):
+            offered = header[7:].strip()
+        return any(hmac.compare_digest(offered.encode(), t.encode()) for t in self.tokens)
+
+    def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Refuse at the handshake, with a reason: unknown path, no token, route full."""
+        url = urlsplit(request.path)
+        route = self.routes.get(url.path)
+        if route is None:
+            return connection.respond(HTTPStatus.NOT_FOUND, f"no route {url.path}; try {', '.join(self.routes)}\n")
+        if not self._authorized(request, dict(parse_qsl(url.query))):
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong gateway token\n")
+        if self.stats.active.get(route.path, 0) >= route.max_calls:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"{route.path} is at its limit of "
+                                      f"{route.max_calls} concurrent calls\n")
+        return None
+
+    # --- one connection -------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        url = urlsplit(ws.request.path)
+        route = self.routes[url.path]
+        self.stats.active[route.path] = self.stats.active.get(route.path, 0) + 1
+        task = asyncio.current_task()
+        self._calls.add(task)
+        try:
+            await _Connection(self, ws, route, route.codec(query=dict(parse_qsl(url.query)))).run()
+        finally:
+            self._calls.discard(task)
+            self.stats.active[route.path] -= 1
+
+
+class _Connection:
+    """One gateway connection: frames in → codec → session → codec → frames out."""
+
+    def __init__(self, server: VoiceServer, ws: ServerConnection, route: Route, codec: Codec) -> None:
+        self.server, self.ws, self.route, self.codec = server, ws, route, codec
+        self.inbox: asyncio.Queue[Incoming | None] = asyncio.Queue(maxsize=500)
+        self.resumed = asyncio.Event()
+        self.resumed.set()
+        self.session_task: asyncio.Task | None = None
+        self.marks: dict[str, float] = {}
+        self._window, self._frames = 0.0, 0
+
+    async def run(self) -> None:
+        """Receive until the gateway or the dialog ends the call; always leaves a record."""
+        close_code, reason = 1000, "call ended"
+        try:
+            await self._receive()
+        except ProtocolError as err:
+            close_code, reason = err.close_code, err.message[:120]
+            self.server.emit(Error(code=err.code, message=err.message))
+            log.warning("%s: protocol error: %s", self.route.path, err.message)
+        except TimeoutError:
+            close_code, reason = 1001, "idle timeout"
+        except ConnectionClosed:
+            pass
+        finally:
+            await self._end_session()
+            with contextlib.suppress(ConnectionClosed):
+                await self.ws.close(close_code, reason)
+
+    def _check_rate(self) -> None:
+        now = time.monotonic()
+        if now - self._window >= 1.0:
+            self._window, self._frames = now, 0
+        self._frames += 1
+        if self._frames > self.server.limits.max_frames_per_second:
+            raise ProtocolError("too many frames per second", close_code=CLOSE_POLICY)
+
+    async def _receive(self) -> None:
+        while True:
+            async with asyncio.timeout(self.server.limits.idle_timeout):
+                frame = await self.ws.recv()
+            self._check_rate()
+            for message in self.codec.decode(frame):
+                if isinstance(message, CallStart):
+                    await self._start(message)
+                elif isinstance(message, AudioChunk | Dtmf):
+                    if self.session_task is None:
+                        raise ProtocolError(f"{self.codec.name}: media before the call started")
+                    await self.inbox.put(message)
+                elif isinstance(message, MarkReached):
+                    self.marks[message.name] = time.monotonic()
+                elif isinstance(message, FlowControl):
+                    (self.resumed.clear if message.paused else self.resumed.set)()
+                elif isinstance(message, CallerHangup):
+                    return
+            if self.session_task is not None and self.session_task.done():
+                return
+
+    async def _start(self, start: CallStart) -> None:
+        if self.session_task is not None:
+            raise ProtocolError(f"{self.codec.name}: a second start on one connection")
+        if start.rate not in LINE_RATES:
+            raise ProtocolError(f"line rate {start.rate} Hz is not supported; use 8000 or 16000",
+                                close_code=CLOSE_UNSUPPORTED)
+        name = start.plan or self.route.plan
+        version = self.server.plans.get(name)
+        if version is None:
+            raise ProtocolError(f"unknown plan {name!r}; serving {self.server.plans.names}", close_code=CLOSE_POLICY)
+        language = start.language or version.loaded.plan.languages[0]
+        try:
+            recognizer = await self.server.recognizer(language, start.rate)
+            session = CallSession(
+                call_id=start.call_id, engine=version.engine, recognizer=recognizer,
+                speak=self.server.speak(start.rate, name), emit=self.server.emit, variables=dict(start.variables),
+                language=language, caller=start.caller, config=self.server.session_config(start.rate),
+            )
+        except VoicebotError as err:
+            raise ProtocolError(f"cannot start the call: {err.message}", close_code=1011) from err
+        self.session_task = asyncio.create_task(self._play(session, recognizer), name=f"call-{start.call_id}")
+
+    async def _incoming(self) -> AsyncIterator[Incoming]:
+        while (item := await self.inbox.get()) is not None:
+            yield item
+
+    async def _play(self, session: CallSession, recognizer: Recognizer) -> None:
+        """Run the session, sending what it says to the gateway; close the socket when the dialog ends."""
+        try:
+            async for out in session.run(self._incoming()):
+                if isinstance(out, Play):
+                    await self.resumed.wait()  # the gateway asked us to hold our audio (flow control)
+                for frame in self.codec.encode(out):
+                    await self.ws.send(frame)
+                if isinstance(out, Hangup | Transfer):
+                    break
+        except ConnectionClosed:
+            pass
+        finally:
+            await recognizer.aclose()
+        if session.ended:
+            with contextlib.suppress(ConnectionClosed):
+                await self.ws.close(1000, "call ended")
+
+    async def _end_session(self) -> None:
+        """The gateway is gone or done: let the session finish its record (outcome dropped if mid-call)."""
+        task = self.session_task
+        if task is None:
+            return
+        self.resumed.set()  # a session held by flow control must be able to finish
+        try:
+            if not task.done():
+                await asyncio.wait_for(self.inbox.put(None), timeout=5)
+            await asyncio.wait_for(asyncio.shield(task), timeout=10)
+        except TimeoutError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        except (VoicebotError, ConnectionClosed):
+            pass
