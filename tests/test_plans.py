@@ -6,6 +6,7 @@ import os
 import shutil
 
 from conftest import PLANS
+
 from voicebot.plans import PlanRegistry
 
 
