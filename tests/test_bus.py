@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -67,6 +68,10 @@ class Broker:
             except OSError:
                 time.sleep(0.02)
         raise RuntimeError("mosquitto did not start listening")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -168,12 +173,19 @@ async def test_broker_restart_loses_no_ended_event(broker: Broker) -> None:
             a(CallStarted(call_id="call-a", plan="p", language="zh-CN"))
             a(Say(prompt_id="hello", parts=(), language="zh-CN"))
             await _collect(sub, got, _has("vb/calls/call-a/say"))
-        # The subscriber has left (its session stays on the broker); now the broker goes away mid-call.
+        # The subscriber has left; its session stays on the broker, saved to disk (SIGUSR1) to survive a crash.
         break_at = len(got)
-        await asyncio.to_thread(broker.stop)
+        broker.signal(signal.SIGUSR1)
+        await _until(lambda: (broker.workdir / "mosquitto.db").exists())
+        # The broker hangs, then dies, with the end of call A in flight.
+        broker.signal(signal.SIGSTOP)
         a(Hangup(reason="done"))
         a(CallEnded(call_id="call-a", outcome="done", record=CallRecord(
             call_id="call-a", plan="p", plan_version="1", language="zh-CN", outcome="done")))
+        await _until(lambda: not hub._runners[0].queue)
+        await asyncio.sleep(0.2)  # nothing to wait on: let the sink write both to the frozen broker's socket
+        broker.signal(signal.SIGKILL)
+        await asyncio.to_thread(broker.stop)
         await _until(lambda: not sink.connected)
         b = hub.emitter("call-b")
         b(CallStarted(call_id="call-b", plan="p", language="zh-CN"))  # queued during the outage

@@ -70,7 +70,7 @@ class MqttSink:
     def from_url(cls, url: str, **kwargs: Any) -> MqttSink:
         """Build from `mqtt://user:pass@host:port/prefix` (or `mqtts://` for TLS; default port 1883/8883)."""
         parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.query or parts.fragment:
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or "?" in url or "#" in url:
             raise ConfigError("MQTT URL must look like mqtt://host:port/prefix or mqtts://...")
         try:
             port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
@@ -139,6 +139,7 @@ class MqttSink:
             if pub.done() and not pub.cancelled() and pub.exception() is None:
                 return
             err = None if pub.cancelled() else pub.exception()
+            return
             if not lost.is_set():
                 failures += 1
                 if failures >= self._attempts:

@@ -187,9 +187,13 @@ class _Connection:
         try:
             await self._receive()
         except ProtocolError as err:
-            close_code, reason = err.close_code, err.message[:120]
+            # A close reason is at most 123 bytes of UTF-8.
+            close_code, reason = err.close_code, err.message.encode()[:120].decode(errors="ignore")
             self.server.emit(Error(code=err.code, message=err.message))
             log.warning("%s: protocol error: %s", self.route.path, err.message)
+            if (frame := self.codec.error_frame(err)) is not None:
+                with contextlib.suppress(ConnectionClosed):
+                    await self.ws.send(frame)
         except TimeoutError:
             close_code, reason = 1001, "idle timeout"
         except ConnectionClosed:
@@ -248,6 +252,8 @@ class _Connection:
             )
         except VoicebotError as err:
             raise ProtocolError(f"cannot start the call: {err.message}", close_code=1011) from err
+        for frame in self.codec.greeting_frames():
+            await self.ws.send(frame)
         self.session_task = asyncio.create_task(self._play(session, recognizer), name=f"call-{start.call_id}")
 
     async def _incoming(self) -> AsyncIterator[Incoming]:

@@ -71,6 +71,7 @@ class Codec(ABC):
     """One connection's wire format: decode frames into typed messages, encode our actions as frames."""
 
     name: ClassVar[str]
+    path: ClassVar[str]  # the URL path the server serves this codec on
     subprotocols: ClassVar[tuple[str, ...]] = ()
     max_frame_bytes: ClassVar[int] = 1 << 20
 
@@ -85,6 +86,14 @@ class Codec(ABC):
     @abstractmethod
     def encode(self, message: Outbound) -> list[Frame]:
         """Frames that carry one of our actions to the gateway (may be none)."""
+
+    def greeting_frames(self) -> list[Frame]:
+        """Frames to send right after the call starts (e.g. Asterisk's ANSWER); most protocols need none."""
+        return []
+
+    def error_frame(self, err: VoicebotError) -> Frame | None:
+        """A frame telling the gateway why we are closing, where the protocol has one."""
+        return None
 
     def require_started(self) -> CallStart:
         """The call's start, or a ProtocolError when media arrives before it."""
