@@ -8,13 +8,13 @@ import json
 from collections.abc import Callable
 
 import pytest
+from conftest import PLANS, fixture_entry, fixture_path
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from conftest import PLANS, fixture_entry, fixture_path
 from voicebot.asr import TranscriptReplayRecognizer, VoskEngine
 from voicebot.audio import chunks, read_wav, silence, ulaw_encode
-from voicebot.events import CallEnded, Say, StopPlayback
+from voicebot.events import CallEnded, CallStarted, Say, StopPlayback
 from voicebot.gateways.native import NativeCodec
 from voicebot.gateways.twilio import TwilioCodec
 from voicebot.plans import PlanRegistry
@@ -32,6 +32,7 @@ class Harness:
                  limits: ServerLimits | None = None, vosk: VoskEngine | None = None) -> None:
         self.settings, self.replies, self.vosk = settings, list(replies or []), vosk
         self.events: list = []
+        self.call_started = asyncio.Event()
         self.max_calls, self.limits = max_calls, limits or ServerLimits(max_frames_per_second=100_000,
                                                                         drain_timeout=5)
 
@@ -58,10 +59,15 @@ class Harness:
         routes = [Route("/native", NativeCodec, plan="pre_delivery", max_calls=self.max_calls),
                   Route("/twilio", TwilioCodec, plan="pre_delivery", max_calls=self.max_calls)]
         self.server = VoiceServer(routes=routes, plans=self.plans, recognizer=self.recognizer, speak=self.speak,
-                                  emit=self.events.append, tokens=frozenset({TOKEN}), limits=self.limits, port=0)
+                                  emit=self._emit, tokens=frozenset({TOKEN}), limits=self.limits, port=0)
         await self.server.__aenter__()
         self.url = f"ws://127.0.0.1:{self.server.port}"
         return self
+
+    def _emit(self, event: object) -> None:
+        self.events.append(event)
+        if isinstance(event, CallStarted):
+            self.call_started.set()
 
     async def __aexit__(self, *exc) -> None:
         await self.server.__aexit__(*exc)
@@ -235,8 +241,7 @@ async def test_drain_lets_a_live_call_finish(settings):
     async with Harness(settings, replies=[fixture_entry("zh-CN", "door")["text"]]) as h:
         call = asyncio.create_task(native_call(h.url, silence(30.0, 8000) + door + silence(1.5, 8000),
                                                start=start_frame("drain1")))
-        while not h.server._calls:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(h.call_started.wait(), 10)
         drained = asyncio.create_task(h.server.drain())
         await asyncio.wait_for(call, 30)
         await asyncio.wait_for(drained, 30)

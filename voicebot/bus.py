@@ -139,7 +139,6 @@ class MqttSink:
             if pub.done() and not pub.cancelled() and pub.exception() is None:
                 return
             err = None if pub.cancelled() else pub.exception()
-            return
             if not lost.is_set():
                 failures += 1
                 if failures >= self._attempts:
