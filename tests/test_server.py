@@ -29,8 +29,8 @@ class Harness:
     """A running VoiceServer with the shipped plans, espeak-ng TTS and a recogniser per language."""
 
     def __init__(self, settings, *, replies: list[str] | None = None, max_calls: int = 10,
-                 limits: ServerLimits | None = None, vosk: VoskEngine | None = None) -> None:
-        self.settings, self.replies, self.vosk = settings, list(replies or []), vosk
+                 limits: ServerLimits | None = None, vosk: VoskEngine | None = None, plans=PLANS) -> None:
+        self.settings, self.replies, self.vosk, self.plan_dir = settings, list(replies or []), vosk, plans
         self.events: list = []
         self.call_started = asyncio.Event()
         self.max_calls, self.limits = max_calls, limits or ServerLimits(max_frames_per_second=100_000,
@@ -54,7 +54,7 @@ class Harness:
         self.synth = Pyttsx3Synthesizer()
         await self.synth.start()
         self.cache = PromptCache(self.synth, self.settings.cache_dir)
-        self.plans = PlanRegistry(PLANS)
+        self.plans = PlanRegistry(self.plan_dir)
         await self.plans.reload()
         routes = [Route("/native", NativeCodec, plan="pre_delivery", max_calls=self.max_calls),
                   Route("/twilio", TwilioCodec, plan="pre_delivery", max_calls=self.max_calls)]

@@ -39,8 +39,7 @@ MAX_TRACKED_CALLS, Message = 10_000, tuple[str, bytes, int]  # a message is topi
 
 def _segment(value: str) -> str:
     """A string made safe as one topic level: no separators or wildcards."""
-    cleaned = "".join("_" if c in "/+#\0" else c for c in value)
-    return cleaned or "_"
+    return "".join("_" if c in "/+#\0" else c for c in value) or "_"
 
 
 class MqttSink:
@@ -58,8 +57,7 @@ class MqttSink:
         self._client_args: dict[str, Any] = dict(
             hostname=hostname, port=port, username=username, password=password, tls_context=tls_context,
             identifier=identifier, timeout=publish_timeout)
-        self._min_backoff, self._max_backoff = min_backoff, max_backoff
-        self._publish_timeout, self._attempts = publish_timeout, attempts_while_connected
+        self._min_backoff, self._max_backoff, self._attempts = min_backoff, max_backoff, attempts_while_connected
         self._conn: tuple[aiomqtt.Client, asyncio.Event] | None = None
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -125,20 +123,19 @@ class MqttSink:
         failures = 0
         while True:
             await self._ready.wait()
-            if self._conn is None:
-                continue
+            assert self._conn is not None  # set and cleared together with _ready
             client, lost = self._conn
-            pub = asyncio.ensure_future(client.publish(topic, payload, qos=qos, timeout=self._publish_timeout))
+            pub = asyncio.ensure_future(client.publish(topic, payload, qos=qos))
             gone = asyncio.ensure_future(lost.wait())
             try:
                 await asyncio.wait({pub, gone}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 gone.cancel()
-                if not pub.done():
-                    pub.cancel()
-            if pub.done() and not pub.cancelled() and pub.exception() is None:
+                pub.cancel()  # no-op when it already finished
+                outcome = (await asyncio.gather(pub, return_exceptions=True))[0]
+            if outcome is None:
                 return
-            err = None if pub.cancelled() else pub.exception()
+            err = outcome if isinstance(outcome, Exception) else None
             if not lost.is_set():
                 failures += 1
                 if failures >= self._attempts:

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -20,7 +21,7 @@ from websockets.http11 import Request, Response
 from .asr import Recognizer
 from .call import CallSession, Incoming, SessionConfig
 from .errors import VoicebotError
-from .events import AudioChunk, Dtmf, Error, Hangup, Play, Say, Transfer
+from .events import AudioChunk, Dtmf, Error, Hangup, Play, Say, StopPlayback, Transfer
 from .gateways.base import (
     CLOSE_POLICY,
     CLOSE_UNSUPPORTED,
@@ -28,6 +29,7 @@ from .gateways.base import (
     CallStart,
     Codec,
     FlowControl,
+    Frame,
     MarkReached,
     ProtocolError,
 )
@@ -149,7 +151,7 @@ class VoiceServer:
             return connection.respond(HTTPStatus.NOT_FOUND, f"no route {url.path}; try {', '.join(self.routes)}\n")
         if not self._authorized(request, dict(parse_qsl(url.query))):
             return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong gateway token\n")
-        if self.stats.active.get(route.path, 0) >= route.max_calls:
+        if not self.has_room(route):
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"{route.path} is at its limit of "
                                       f"{route.max_calls} concurrent calls\n")
         return None
@@ -159,21 +161,70 @@ class VoiceServer:
     async def _handle(self, ws: ServerConnection) -> None:
         url = urlsplit(ws.request.path)
         route = self.routes[url.path]
+        await self.run_call(WebsocketLink(ws), route, route.codec(query=dict(parse_qsl(url.query))))
+
+    def has_room(self, route: Route) -> bool:
+        """Whether the route can take another call."""
+        return self.stats.active.get(route.path, 0) < route.max_calls
+
+    async def run_call(self, link: Link, route: Route, codec: Codec) -> None:
+        """Serve one call over any link (websocket, TCP); counted, drained on shutdown."""
         self.stats.active[route.path] = self.stats.active.get(route.path, 0) + 1
         task = asyncio.current_task()
         self._calls.add(task)
         try:
-            await _Connection(self, ws, route, route.codec(query=dict(parse_qsl(url.query)))).run()
+            await _Connection(self, link, route, codec).run()
         finally:
             self._calls.discard(task)
             self.stats.active[route.path] -= 1
 
 
+class LinkClosed(Exception):
+    """The gateway's connection is gone."""
+
+
+class Link(Protocol):
+    """A gateway connection as the call sees it: frames in, frames out, close."""
+
+    async def recv(self) -> Frame: ...
+    async def send(self, frame: Frame) -> None: ...
+    def flush(self) -> None: ...
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class WebsocketLink:
+    """A websocket connection; the gateway paces and flushes playback itself."""
+
+    def __init__(self, ws: ServerConnection) -> None:
+        self.ws = ws
+
+    async def recv(self) -> Frame:
+        """The next frame."""
+        try:
+            return await self.ws.recv()
+        except ConnectionClosed as err:
+            raise LinkClosed from err
+
+    async def send(self, frame: Frame) -> None:
+        """Send one frame."""
+        try:
+            await self.ws.send(frame)
+        except ConnectionClosed as err:
+            raise LinkClosed from err
+
+    def flush(self) -> None:
+        """Nothing queued on our side: the codec's flush message does it."""
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close with a websocket close code and reason."""
+        await self.ws.close(code, reason)
+
+
 class _Connection:
     """One gateway connection: frames in → codec → session → codec → frames out."""
 
-    def __init__(self, server: VoiceServer, ws: ServerConnection, route: Route, codec: Codec) -> None:
-        self.server, self.ws, self.route, self.codec = server, ws, route, codec
+    def __init__(self, server: VoiceServer, link: Link, route: Route, codec: Codec) -> None:
+        self.server, self.link, self.route, self.codec = server, link, route, codec
         self.inbox: asyncio.Queue[Incoming | None] = asyncio.Queue(maxsize=500)
         self.resumed = asyncio.Event()
         self.resumed.set()
@@ -192,16 +243,16 @@ class _Connection:
             self.server.emit(Error(code=err.code, message=err.message))
             log.warning("%s: protocol error: %s", self.route.path, err.message)
             if (frame := self.codec.error_frame(err)) is not None:
-                with contextlib.suppress(ConnectionClosed):
-                    await self.ws.send(frame)
+                with contextlib.suppress(LinkClosed):
+                    await self.link.send(frame)
         except TimeoutError:
             close_code, reason = 1001, "idle timeout"
-        except ConnectionClosed:
+        except LinkClosed:
             pass
         finally:
             await self._end_session()
-            with contextlib.suppress(ConnectionClosed):
-                await self.ws.close(close_code, reason)
+            with contextlib.suppress(LinkClosed):
+                await self.link.close(close_code, reason)
 
     def _check_rate(self) -> None:
         now = time.monotonic()
@@ -214,7 +265,7 @@ class _Connection:
     async def _receive(self) -> None:
         while True:
             async with asyncio.timeout(self.server.limits.idle_timeout):
-                frame = await self.ws.recv()
+                frame = await self.link.recv()
             self._check_rate()
             for message in self.codec.decode(frame):
                 if isinstance(message, CallStart):
@@ -253,7 +304,7 @@ class _Connection:
         except VoicebotError as err:
             raise ProtocolError(f"cannot start the call: {err.message}", close_code=1011) from err
         for frame in self.codec.greeting_frames():
-            await self.ws.send(frame)
+            await self.link.send(frame)
         self.session_task = asyncio.create_task(self._play(session, recognizer), name=f"call-{start.call_id}")
 
     async def _incoming(self) -> AsyncIterator[Incoming]:
@@ -266,17 +317,19 @@ class _Connection:
             async for out in session.run(self._incoming()):
                 if isinstance(out, Play):
                     await self.resumed.wait()  # the gateway asked us to hold our audio (flow control)
+                elif isinstance(out, StopPlayback):
+                    self.link.flush()
                 for frame in self.codec.encode(out):
-                    await self.ws.send(frame)
+                    await self.link.send(frame)
                 if isinstance(out, Hangup | Transfer):
                     break
-        except ConnectionClosed:
+        except LinkClosed:
             pass
         finally:
             await recognizer.aclose()
         if session.ended:
-            with contextlib.suppress(ConnectionClosed):
-                await self.ws.close(1000, "call ended")
+            with contextlib.suppress(LinkClosed):
+                await self.link.close(1000, "call ended")
 
     async def _end_session(self) -> None:
         """The gateway is gone or done: let the session finish its record (outcome dropped if mid-call)."""
@@ -291,5 +344,5 @@ class _Connection:
         except TimeoutError:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        except (VoicebotError, ConnectionClosed):
+        except (VoicebotError, LinkClosed):
             pass
