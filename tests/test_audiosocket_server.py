@@ -9,6 +9,7 @@ import uuid
 
 from conftest import fixture_entry, fixture_path
 from test_server import Harness
+
 from voicebot.audio import chunks, read_wav, silence
 from voicebot.audiosocket_server import serve_audiosocket
 
