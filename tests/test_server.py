@@ -59,7 +59,8 @@ class Harness:
         routes = [Route("/native", NativeCodec, plan="pre_delivery", max_calls=self.max_calls),
                   Route("/twilio", TwilioCodec, plan="pre_delivery", max_calls=self.max_calls)]
         self.server = VoiceServer(routes=routes, plans=self.plans, recognizer=self.recognizer, speak=self.speak,
-                                  emit=self._emit, tokens=frozenset({TOKEN}), limits=self.limits, port=0)
+                                  emitter=lambda call_id: self._emit, tokens=frozenset({TOKEN}), limits=self.limits,
+                                  port=0)
         await self.server.__aenter__()
         self.url = f"ws://127.0.0.1:{self.server.port}"
         return self

@@ -289,6 +289,60 @@ def calls_show(
     typer.echo(json.dumps(record.to_dict(), ensure_ascii=False, indent=2))
 
 
+# --- serve ------------------------------------------------------------------------------------
+
+
+def _route_plans(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        codec, sep, plan = pair.partition("=")
+        if not sep or not codec or not plan:
+            raise _fail(f"--route {pair!r}: expected CODEC=PLAN, e.g. twilio=pre_delivery", 2)
+        out[codec.strip()] = plan.strip()
+    return out
+
+
+@app.command()
+def serve(
+    plans: Annotated[Path, typer.Option(help="Folder of dialog plans (reloaded on change and on SIGHUP)")] = Path(
+        "dialplans"),
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Websocket port")] = 8080,
+    plan: Annotated[str, typer.Option(help="Default plan when the gateway names none")] = "",
+    route: Annotated[list[str] | None, typer.Option(help="Plan per codec, CODEC=PLAN (repeatable)")] = None,
+    token: Annotated[list[str] | None, typer.Option(help="Accepted gateway token (repeatable; also "
+                                                          "VOICEBOT_GATEWAY_TOKENS=a,b)")] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept gateways without a token (tests only)")] = False,
+    max_calls: Annotated[int, typer.Option(min=1, help="Concurrent calls per route")] = 100,
+    tls_cert: Annotated[Path | None, typer.Option(help="TLS certificate (PEM) for wss://")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="TLS private key (PEM)")] = None,
+    audiosocket: Annotated[int | None, typer.Option(help="Also serve Asterisk AudioSocket on this TCP port")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on this port")] = None,
+    asr_language: Annotated[str, typer.Option(help="Language of the vosk-server compatible /asr")] = "ko-KR",
+    db: Annotated[Path | None, typer.Option(help="Call store (default: DATA_DIR/calls.db)")] = None,
+) -> None:
+    """Serve live calls to telephony gateways over websockets (and AudioSocket), until SIGTERM."""
+    import logging
+
+    from .serve import ServeOptions, run_server
+
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tokens = frozenset(token or ()) | settings.gateway_tokens
+    if not tokens and not no_auth:
+        raise _fail("give gateways a token: --token T (or VOICEBOT_GATEWAY_TOKENS); --no-auth only for tests", 2)
+    if (tls_cert is None) != (tls_key is None):
+        raise _fail("--tls-cert and --tls-key go together", 2)
+    options = ServeOptions(plans_dir=plans, host=host, port=port, default_plan=plan,
+                           route_plans=_route_plans(route or []), tokens=tokens, require_auth=not no_auth,
+                           max_calls=max_calls, tls_cert=tls_cert, tls_key=tls_key, audiosocket_port=audiosocket,
+                           metrics_port=metrics_port, asr_language=asr_language, db=db)
+    try:
+        asyncio.run(run_server(options, settings))
+    except VoicebotError as err:
+        raise _fail(err) from err
+
+
 # --- demo -------------------------------------------------------------------------------------
 
 

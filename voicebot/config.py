@@ -34,7 +34,8 @@ class Settings(BaseModel):
     )
     asr_workers: int = Field(default=4, ge=1, le=64, description="Threads decoding speech off the event loop")
     tts_sample_rate: int = Field(default=8000, description="Rate prompts are rendered at (the line's rate)")
-    mqtt_url: str = Field(default="", description="mqtt://host:port for call events; empty disables MQTT")
+    mqtt_url: str = Field(default="", description="mqtt://host:port/prefix for call events; empty disables MQTT")
+    gateway_tokens: frozenset[str] = Field(default=frozenset(), description="Tokens gateways must present")
     log_level: str = Field(default="INFO")
 
     @classmethod
@@ -51,13 +52,15 @@ class Settings(BaseModel):
             "MQTT_URL": "mqtt_url",
             "LOG_LEVEL": "log_level",
         }
+        if raw_tokens := env.get(ENV_PREFIX + "GATEWAY_TOKENS"):
+            values["gateway_tokens"] = frozenset(t.strip() for t in raw_tokens.split(",") if t.strip())
         for suffix, name in simple.items():
             if (raw := env.get(ENV_PREFIX + suffix)) is not None:
                 values[name] = raw
         # VOICEBOT_MODEL_ZH_CN=/path sets the model for zh-CN.
         models = {}
         for key, raw in env.items():
-            if key.startswith(ENV_PREFIX + "MODEL_") and key != ENV_PREFIX + "MODEL_BASE_URL":
+            if key.startswith(ENV_PREFIX + "MODEL_") and key != ENV_PREFIX + "MODEL_BASE_URL":  # MODEL_<LANG>
                 lang = key.removeprefix(ENV_PREFIX + "MODEL_").replace("_", "-")
                 lang = lang[:2].lower() + lang[2:]
                 models[lang] = Path(raw)

@@ -38,7 +38,7 @@ from .plans import PlanRegistry
 log = logging.getLogger(__name__)
 
 RecognizerFactory = Callable[[str, int], Awaitable[Recognizer]]  # (language, rate) -> recogniser
-SpeakFactory = Callable[[int, "PlanRegistry", str], Callable[[Say], Awaitable[bytes]]]
+SpeakFactory = Callable[[int, str], Callable[[Say], Awaitable[bytes]]]  # (line rate, plan) -> speak
 LINE_RATES = (8000, 16000)
 
 
@@ -77,8 +77,8 @@ class VoiceServer:
         routes: list[Route],
         plans: PlanRegistry,
         recognizer: RecognizerFactory,
-        speak: Callable[[int, str], Callable[[Say], Awaitable[bytes]]],
-        emit: Callable[[object], None],
+        speak: SpeakFactory,
+        emitter: Callable[[str], Callable[[object], None]],
         tokens: frozenset[str] = frozenset(),
         require_auth: bool = True,
         limits: ServerLimits | None = None,
@@ -86,12 +86,14 @@ class VoiceServer:
         port: int = 8080,
         tls: ssl.SSLContext | None = None,
         session_config: Callable[[int], SessionConfig] | None = None,
+        raw_routes: Mapping[str, Callable[[ServerConnection], Awaitable[None]]] | None = None,
     ) -> None:
         if require_auth and not tokens:
             raise VoicebotError("refusing to serve without gateway tokens (give --token, or --no-auth for tests)",
                                 code="no_auth")
         self.routes = {r.path: r for r in routes}
-        self.plans, self.recognizer, self.speak, self.emit = plans, recognizer, speak, emit
+        self.raw_routes = dict(raw_routes or {})  # paths handled whole by another protocol (e.g. /asr)
+        self.plans, self.recognizer, self.speak, self.emitter = plans, recognizer, speak, emitter
         self.tokens, self.require_auth = tokens, require_auth
         self.limits = limits or ServerLimits()
         self.host, self.port, self.tls = host, port, tls
@@ -147,10 +149,13 @@ class VoiceServer:
         """Refuse at the handshake, with a reason: unknown path, no token, route full."""
         url = urlsplit(request.path)
         route = self.routes.get(url.path)
-        if route is None:
-            return connection.respond(HTTPStatus.NOT_FOUND, f"no route {url.path}; try {', '.join(self.routes)}\n")
+        if route is None and url.path not in self.raw_routes:
+            known = ", ".join([*self.routes, *self.raw_routes])
+            return connection.respond(HTTPStatus.NOT_FOUND, f"no route {url.path}; try {known}\n")
         if not self._authorized(request, dict(parse_qsl(url.query))):
             return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong gateway token\n")
+        if route is None:
+            return None
         if not self.has_room(route):
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"{route.path} is at its limit of "
                                       f"{route.max_calls} concurrent calls\n")
@@ -160,6 +165,9 @@ class VoiceServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         url = urlsplit(ws.request.path)
+        if (raw := self.raw_routes.get(url.path)) is not None:
+            await raw(ws)
+            return
         route = self.routes[url.path]
         await self.run_call(WebsocketLink(ws), route, route.codec(query=dict(parse_qsl(url.query))))
 
@@ -230,6 +238,8 @@ class _Connection:
         self.resumed.set()
         self.session_task: asyncio.Task | None = None
         self.marks: dict[str, float] = {}
+        self.call_id = ""
+        self.emit: Callable[[object], None] = server.emitter("")
         self._window, self._frames = 0.0, 0
 
     async def run(self) -> None:
@@ -240,7 +250,7 @@ class _Connection:
         except ProtocolError as err:
             # A close reason is at most 123 bytes of UTF-8.
             close_code, reason = err.close_code, err.message.encode()[:120].decode(errors="ignore")
-            self.server.emit(Error(code=err.code, message=err.message))
+            self.emit(Error(code=err.code, message=err.message, call_id=self.call_id))
             log.warning("%s: protocol error: %s", self.route.path, err.message)
             if (frame := self.codec.error_frame(err)) is not None:
                 with contextlib.suppress(LinkClosed):
@@ -294,11 +304,13 @@ class _Connection:
         if version is None:
             raise ProtocolError(f"unknown plan {name!r}; serving {self.server.plans.names}", close_code=CLOSE_POLICY)
         language = start.language or version.loaded.plan.languages[0]
+        self.call_id = start.call_id
+        self.emit = self.server.emitter(start.call_id)
         try:
             recognizer = await self.server.recognizer(language, start.rate)
             session = CallSession(
                 call_id=start.call_id, engine=version.engine, recognizer=recognizer,
-                speak=self.server.speak(start.rate, name), emit=self.server.emit, variables=dict(start.variables),
+                speak=self.server.speak(start.rate, name), emit=self.emit, variables=dict(start.variables),
                 language=language, caller=start.caller, config=self.server.session_config(start.rate),
             )
         except VoicebotError as err:
