@@ -280,3 +280,26 @@ async def test_endless_speech_is_cut_at_the_maximum_utterance_length(settings):
     assert ends and ends[0].duration == pytest.approx(6.0, abs=0.05)
     assert session.record.outcome == "station_consent"
     assert outs
+
+
+async def test_marks_after_a_barge_in_do_not_count_as_heard(settings):
+    """Twilio echoes marks of flushed audio too: a mark for a prompt cut by barge-in is not 'played'."""
+    from voicebot.gateways.base import MarkReached
+
+    events: list = []
+    session, synth = await _session(settings, PLANS / "pre_delivery.yaml", replay("zh-CN", ["door"]), events)
+    door, _ = read_wav(fixture_path("zh-CN", "door"))
+
+    async def incoming():
+        async for item in _stream(silence(1.0, 8000) + door, 8000):
+            yield item
+        yield MarkReached(name="greeting#1")  # the gateway's echo after `clear`
+        async for item in _stream(silence(1.5, 8000), 8000):
+            yield item
+
+    try:
+        outs = [o async for o in session.run(incoming())]
+    finally:
+        await synth.aclose()
+    assert any(isinstance(o, StopPlayback) for o in outs)
+    assert session.record.turns[0].barged_in and session.record.turns[0].played == []

@@ -262,3 +262,26 @@ async def test_korean_call_through_real_vosk_over_native(settings):
     (ended,) = h.ended()
     assert ended.outcome == "station_consent"
     assert [t.heard for t in ended.record.turns if t.heard] == ["아니요", "네"]
+
+
+async def test_marks_record_what_the_caller_heard(settings):
+    """Marks echoed for played prompts land in the turn as heard in full."""
+    door, _ = read_wav(fixture_path("zh-CN", "door"))
+    harness = Harness(settings, replies=[fixture_entry("zh-CN", "door")["text"]])
+    async with harness as h, connect(f"{h.url}/native?token={TOKEN}") as ws:
+        await ws.send(start_frame("m1"))
+        while True:
+            msg = await asyncio.wait_for(ws.recv(), 10)
+            if isinstance(msg, str) and json.loads(msg)["type"] == "mark":
+                greeting_mark = json.loads(msg)["name"]
+                break
+        # A client that played the greeting to its end echoes the mark, then answers.
+        await ws.send(json.dumps({"type": "mark", "name": greeting_mark}))
+        for frame in chunks(silence(30.0, 8000) + door + silence(1.5, 8000), rate=8000, ms=20):
+            await ws.send(frame)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+    (ended,) = h.ended()
+    assert greeting_mark.startswith("greeting#")
+    assert ended.record.turns[0].played == ["greeting"]

@@ -35,12 +35,14 @@ from .events import (
     Transfer,
     TurnCompleted,
 )
+from .gateways.base import MarkReached
 from .intent import match, match_dtmf
 from .record import CallRecord, Turn, mask_number, mask_value
 from .textnorm import normalize
 from .vad import Segmenter, VadConfig
 
-Incoming = AudioChunk | Dtmf | Transcript  # a final Transcript in = typed text (simulation, chat)
+# A final Transcript in = typed text (simulation, chat); MarkReached = the gateway played up to our mark.
+Incoming = AudioChunk | Dtmf | Transcript | MarkReached
 Outgoing = Play | StopPlayback | Transfer | Hangup
 Speak = Callable[[Say], Awaitable[bytes]]  # renders a prompt as PCM16 at the session's rate
 KEYPAD_SLOTS = frozenset({"digits", "phone", "tracking_number", "number"})
@@ -121,6 +123,8 @@ class CallSession:
         self._end_reason = ""
         self._tone_until = -1.0  # in-band DTMF heard until then: that "speech" is a key, not words
         self._fed = False  # audio went to the recogniser since its last final()
+        self._marks_sent: list[str] = []  # mark names, in the order codecs number them (prompt_id#n)
+        self._flushed_marks: set[str] = set()
         self._pii = frozenset(n for n, spec in engine.plan.variables.items() if spec.pii)
 
     # --- the whole call, top to bottom ---------------------------------------------------------
@@ -172,6 +176,9 @@ class CallSession:
             case Transcript():
                 self.emit(item)
                 return await self._on_heard(item, ended_at=self.now)
+            case MarkReached():
+                self._on_mark(item.name)
+                return []
         raise AudioFormatError(f"unexpected input {type(item).__name__}")
 
     def _masked(self, variables: Mapping[str, object]) -> dict[str, object]:
@@ -266,6 +273,8 @@ class CallSession:
             self._turn.barged_in = True
             self._turn.heard_prompt_until = round(max(0.0, self.now - self._play_started), 3)
         self.playing_until = self.now
+        # Marks of prompts queued so far will still be echoed (Twilio does on `clear`), but were not heard.
+        self._flushed_marks.update(self._marks_sent)
         if self._listen is not None:
             # The prompt is cut short: the caller's time to answer starts now, not at its planned end.
             self._deadline = self.now + self._listen.timeout
@@ -302,6 +311,15 @@ class CallSession:
             self._turn.confidence = round(transcript.confidence, 3)
             self._turn.speech_ended_at = round(ended_at, 3)
         return await self._step(result)
+
+    def _on_mark(self, name: str) -> None:
+        """The gateway played a prompt to its end; after a flush its marks mean 'discarded', not 'heard'."""
+        prompt_id = name.split("#", 1)[0]
+        if name in self._flushed_marks or not prompt_id:
+            return
+        turn = self._turn or (self.record.turns[-1] if self.record.turns else None)
+        if turn is not None and len(turn.played) < 64:
+            turn.played.append(prompt_id)
 
     async def _on_key(self, digit: str) -> list[Outgoing]:
         self.emit(Dtmf(digit=digit))
@@ -400,6 +418,7 @@ class CallSession:
             self._play_started = start  # barge-in measures what was heard from the first prompt of the reply
         self.playing_until = start + duration(pcm, self.config.rate)
         self._pending_prompts.append(say)
+        self._marks_sent.append(f"{say.prompt_id}#{len(self._marks_sent) + 1}")
         self.emit(say)
         return Play(pcm=pcm, rate=self.config.rate, prompt_id=say.prompt_id)
 

@@ -56,6 +56,8 @@ class Turn:
     reply_latency: float | None = None
     barged_in: bool = False
     heard_prompt_until: float | None = None  # seconds of the prompt played before barge-in
+    # Prompts the gateway confirmed it played in full (marks), where its protocol has marks.
+    played: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready form."""

@@ -237,7 +237,6 @@ class _Connection:
         self.resumed = asyncio.Event()
         self.resumed.set()
         self.session_task: asyncio.Task | None = None
-        self.marks: dict[str, float] = {}
         self.call_id = ""
         self.emit: Callable[[object], None] = server.emitter("")
         self._window, self._frames = 0.0, 0
@@ -280,12 +279,10 @@ class _Connection:
             for message in self.codec.decode(frame):
                 if isinstance(message, CallStart):
                     await self._start(message)
-                elif isinstance(message, AudioChunk | Dtmf):
+                elif isinstance(message, AudioChunk | Dtmf | MarkReached):
                     if self.session_task is None:
                         raise ProtocolError(f"{self.codec.name}: media before the call started")
                     await self.inbox.put(message)
-                elif isinstance(message, MarkReached):
-                    self.marks[message.name] = time.monotonic()
                 elif isinstance(message, FlowControl):
                     (self.resumed.clear if message.paused else self.resumed.set)()
                 elif isinstance(message, CallerHangup):
