@@ -128,6 +128,8 @@ async def test_keypad_event_and_transfer_context(settings):
     transfer = next(e for e in events if isinstance(e, Transfer))
     assert transfer.target == "delivery_support" and transfer.reason == "caller_request"
     texts = [line["text"] for line in transfer.context["transcript"]]
+    assert transfer.context["intent"] == "agent" and transfer.context["caller"] == ""
+    assert transfer.context["variables"]["customer_name"] == "王先生"
     assert "什么快递" in texts and any("王先生" in t for t in texts)
     assert record.outcome == "transferred" and record.ended_by == "transfer"
 

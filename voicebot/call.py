@@ -396,7 +396,10 @@ class CallSession:
                     self._pending_prompts = []
                     self.emit(action)
                 case Transfer():
-                    context = {**action.context, "caller": self.record.caller, "transcript": self._transcript()}
+                    answered = [t for t in self.record.turns if t.intent not in ("", "noinput", "nomatch")]
+                    slots = {k: v for t in self.record.turns for k, v in t.slots.items()}
+                    context = {**action.context, "caller": self.record.caller, "transcript": self._transcript(),
+                               "intent": answered[-1].intent if answered else "", "slots": slots}
                     transfer = Transfer(target=action.target, reason=action.reason, context=context)
                     self.record.transfer = {"target": transfer.target, "reason": transfer.reason}
                     self.ended = True
