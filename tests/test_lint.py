@@ -198,3 +198,48 @@ def test_several_errors_are_all_reported_in_line_order() -> None:
     assert {c for c, _, _ in found} == {"unknown_state", "undefined_variable", "unknown_prompt"}
     lines = [line for _, _, line in found]
     assert lines == sorted(lines)
+
+
+# --- review regressions: loops, endless retries, escalation, handler exits ---
+
+
+def test_next_cycle_is_refused_at_load() -> None:
+    """States chained by `next:` in a circle would talk forever without listening: an error at load."""
+    text = edit("    say: ok\n    end: hangup\n    outcome: confirmed\n", "    say: ok\n    next: bye\n",
+                "    say: bye\n    end: hangup\n    outcome: denied", "    say: bye\n    next: done")
+    with pytest.raises(PlanError, match=r"\[next_loop\]"):
+        parse_plan(text, source="p.yaml")
+    assert problems(text) == [("next_loop", "error", line_of(text, "next: bye")),
+                              ("next_loop", "error", line_of(text, "next: done"))]
+
+
+def test_next_chain_without_a_cycle_is_fine() -> None:
+    text = edit("    say: ok\n    end: hangup\n    outcome: confirmed\n", "    say: ok\n    next: bye\n")
+    assert problems(text) == []
+
+
+def test_max_failures_without_escalate() -> None:
+    text = edit("  timeout: 4", "  timeout: 4\n  max_failures: 3")
+    assert problems(text) == [("escalate_missing", "error", line_of(text, "max_failures"))]
+    with_escalate = edit("  timeout: 4", "  timeout: 4\n  max_failures: 3\n"
+                         "  escalate: {say: [bye], hangup: true, outcome: gave_up}")
+    assert problems(with_escalate) == []
+
+
+@pytest.mark.parametrize("kind", ["noinput", "nomatch"])
+def test_last_handler_going_back_to_its_own_state_is_an_endless_retry(kind: str) -> None:
+    text = edit(f"    {kind}: [{{say: [sorry], reprompt: true}}]",
+                f"    {kind}: [{{say: [sorry], reprompt: true}}, {{say: [sorry], goto: ask}}]")
+    assert problems(text) == [("endless_retry", "warning", line_of(text, f"    {kind}:"))]
+
+
+def test_going_back_to_its_own_state_before_a_final_exit_is_fine() -> None:
+    text = edit("    noinput: [{say: [sorry], reprompt: true}]",
+                "    noinput: [{say: [sorry], goto: ask}, {say: [bye], hangup: true, outcome: gone}]")
+    assert problems(text) == []
+
+
+def test_handler_with_reprompt_and_goto_is_a_schema_error() -> None:
+    text = edit("    noinput: [{say: [sorry], reprompt: true}]",
+                "    noinput: [{say: [sorry], reprompt: true, goto: bye}]")
+    assert problems(text) == [("schema", "error", line_of(text, "reprompt: true, goto"))]
