@@ -459,3 +459,42 @@ def test_deeply_nested_yaml_is_a_plan_error(opening, closing):
     with pytest.raises(PlanError) as info:
         parse_plan(text)
     assert "too_large" in info.value.message
+
+
+PII_READ_PLAN = """
+plan: pii_read
+languages: [en-US]
+variables:
+  phone: {description: "The callee's mobile", pii: true}
+  callback: {required: false, description: "A number to call back", pii: true}
+prompts:
+  ask: {en-US: "Is {phone} the best number? If not, key another one."}
+  ok: {en-US: "Thank you."}
+  sorry: {en-US: "Sorry?"}
+start: ask
+states:
+  ask:
+    say: ask
+    capture: {slot: callback, type: phone}
+    on: {captured: done}
+    noinput: [{say: [sorry], hangup: true, outcome: no_answer}]
+    nomatch: [{say: [sorry], hangup: true, outcome: no_answer}]
+  done: {say: ok, end: hangup, outcome: confirmed}
+"""
+
+
+async def test_pii_read_out_or_keyed_is_masked_in_the_record():
+    """A prompt that reads a pii value, and a pii slot keyed by the caller, are masked in the record."""
+    loaded = parse_plan(PII_READ_PLAN)
+    events: list = []
+    session = CallSession(call_id="pii2", engine=DialogEngine(loaded),
+                          recognizer=TranscriptReplayRecognizer([], rate=RATE), speak=silent_prompts(1.0),
+                          emit=events.append, variables={"phone": "13812345678"})
+    keys = [Dtmf(digit=d) for d in "13987654321#"]
+    await drive(session, [*quiet(1.2), *keys, *quiet(0.5)])
+    ended = of(CallEnded, events)[0]
+    assert ended.outcome == "confirmed"
+    turn = ended.record.turns[0]
+    assert "138****5678" in turn.prompt and "13812345678" not in turn.prompt
+    assert turn.slots == {"callback": "139****4321"} and turn.heard == "139****4321#"
+    assert "13987654321" not in repr(ended.record)

@@ -14,10 +14,10 @@ import urllib.request
 import wave
 
 import pytest
+from conftest import PLANS, REPO, fixture_path
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from conftest import PLANS, REPO, fixture_path
 from voicebot.audio import chunks, read_wav, silence
 
 pytestmark = pytest.mark.vosk

@@ -186,6 +186,17 @@ class CallSession:
         pii = self._pii
         return {k: (mask_value(v) if k in pii else v) for k, v in variables.items()}
 
+    def _mask_turns(self, variables: Mapping[str, object]) -> None:
+        """Personal values leave the record masked: in slots, in what was heard, in prompts that read them out."""
+        secrets = {str(v): mask_value(v) for k, v in variables.items() if k in self._pii and v not in (None, "")}
+        if not secrets:
+            return
+        for turn in self.record.turns:
+            turn.slots = {k: (mask_value(v) if k in self._pii else v) for k, v in turn.slots.items()}
+            for raw, masked in secrets.items():
+                turn.prompt = turn.prompt.replace(raw, masked)
+                turn.heard = turn.heard.replace(raw, masked)
+
     # --- listening ----------------------------------------------------------------------------
 
     def _to_line_rate(self, chunk: AudioChunk) -> bytes:
@@ -466,6 +477,7 @@ class CallSession:
             record.outcome = "dropped"
         if state is not None:
             record.variables = self._masked(state.variables)
+            self._mask_turns(state.variables)
         record.ended_by = ended_by
         record.ended_at = self._clock().isoformat(timespec="seconds")
         record.duration = round(max(self.now, self.playing_until), 3)

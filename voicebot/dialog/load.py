@@ -15,7 +15,8 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ..errors import PlanError
 from .plan import Plan
 
-MAX_PLAN_BYTES = 1_000_000  # a plan is hand-written; anything bigger is a mistake or an attack
+MAX_PLAN_BYTES = 1_000_000
+MAX_FLOW_DEPTH = 64  # a plan is hand-written; anything bigger is a mistake or an attack
 # YAML aliases can make a few bytes expand into billions of nodes ("billion laughs"); real plans have hundreds.
 MAX_PLAN_NODES = 100_000
 
@@ -130,12 +131,27 @@ def _validation_problems(err: ValidationError, data: Any) -> list[Problem]:
     return problems
 
 
+def _flow_depth(text: str) -> int:
+    """Deepest nesting of [ and { (brackets inside prompt text count too: harmless, the bound is generous)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}" and depth:
+            depth -= 1
+    return deepest
+
+
 def parse_plan(text: str, *, source: str = "<string>", base_dir: Path | None = None) -> LoadedPlan:
     """Parse and validate a plan from YAML text; raise PlanError listing every problem found."""
     from .lint import lint  # lint reads LoadedPlan; imported here to keep the modules acyclic
 
     if len(text.encode()) > MAX_PLAN_BYTES:
         raise PlanError(f"{source}: plan is larger than {MAX_PLAN_BYTES} bytes")
+    if _flow_depth(text) > MAX_FLOW_DEPTH:
+        # ruamel takes seconds on deeply nested flow YAML before it fails: refuse it up front.
+        raise PlanError(f"{source}:1:1: error: the plan is nested more than {MAX_FLOW_DEPTH} levels [too_large]")
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
