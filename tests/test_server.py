@@ -15,6 +15,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from voicebot.asr import TranscriptReplayRecognizer, VoskEngine
 from voicebot.audio import chunks, read_wav, silence, ulaw_encode
 from voicebot.events import CallEnded, CallStarted, Say, StopPlayback
+from voicebot.gateways.asterisk import AsteriskCodec
+from voicebot.gateways.freeswitch import AudioForkCodec, AudioStreamCodec
+from voicebot.gateways.jambonz import JambonzCodec
 from voicebot.gateways.native import NativeCodec
 from voicebot.gateways.twilio import TwilioCodec
 from voicebot.plans import PlanRegistry
@@ -23,6 +26,7 @@ from voicebot.tts import PromptCache, Pyttsx3Synthesizer, render_prompt
 
 TOKEN = "s3cret-gateway-token"
 ZH_VARS = {"customer_name": "王先生", "tracking_tail": "5678"}
+CODECS = (NativeCodec, TwilioCodec, AudioForkCodec, AudioStreamCodec, JambonzCodec, AsteriskCodec)
 
 
 class Harness:
@@ -56,8 +60,7 @@ class Harness:
         self.cache = PromptCache(self.synth, self.settings.cache_dir)
         self.plans = PlanRegistry(self.plan_dir)
         await self.plans.reload()
-        routes = [Route("/native", NativeCodec, plan="pre_delivery", max_calls=self.max_calls),
-                  Route("/twilio", TwilioCodec, plan="pre_delivery", max_calls=self.max_calls)]
+        routes = [Route(codec.path, codec, plan="pre_delivery", max_calls=self.max_calls) for codec in CODECS]
         self.server = VoiceServer(routes=routes, plans=self.plans, recognizer=self.recognizer, speak=self.speak,
                                   emitter=lambda call_id: self._emit, tokens=frozenset({TOKEN}), limits=self.limits,
                                   port=0)

@@ -183,6 +183,7 @@ async def test_two_clients_concurrently_get_their_own_results(server):
         (["{not json"], 1007),
         (['{"config" : {"sample_rate" : -8000}}'], 1007),
         (['{"config" : {"sample_rate" : "fast"}}'], 1007),
+        (['{"config" : {"sample_rate" : 1}}'], 1007),  # Vosk would resample every byte 16000-fold
         (['{"config" : {"sample_rate" : 8000, "phrase_list" : "네"}}'], 1007),
         (['{"config" : {"max_alternatives" : -1}}'], 1007),
         (['{"config" : [1]}'], 1007),

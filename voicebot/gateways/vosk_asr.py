@@ -24,7 +24,8 @@ from .base import CLOSE_BAD_DATA, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_UNSUPPORTED
 
 log = logging.getLogger(__name__)
 
-MAX_RATE = 192_000  # Vosk resamples any rate; above this a "rate" is a client bug
+# Vosk resamples any rate, but a tiny one makes every byte cost thousands of samples (a DoS).
+MIN_RATE, MAX_RATE = 4000, 192_000
 MAX_PHRASES = 10_000
 MAX_ALTERNATIVES = 100
 CLOSE_INTERNAL = 1011
@@ -55,8 +56,8 @@ def _rate(value: Any) -> float:
         rate = float(value) if not isinstance(value, bool) else math.nan
     except (TypeError, ValueError):
         rate = math.nan
-    if not 0 < rate <= MAX_RATE:  # also rejects NaN and inf
-        raise _bad(f"config sample_rate must be a positive number up to {MAX_RATE}, got {value!r}")
+    if not MIN_RATE <= rate <= MAX_RATE:  # also rejects NaN and inf
+        raise _bad(f"config sample_rate must be a number {MIN_RATE}..{MAX_RATE}, got {value!r}")
     return rate
 
 
