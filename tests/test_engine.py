@@ -511,3 +511,12 @@ def test_state_that_ends_in_a_transfer() -> None:
     assert (actions[-1].target, actions[-1].reason) == ("vip", "asked")
     assert actions[-1].context["state"] == "human"
     assert state.ended and state.outcome == "transferred"
+
+
+def test_first_grammar_is_the_first_listening_states() -> None:
+    """Servers build each call's recogniser with this grammar up front (cheap for Vosk)."""
+    from voicebot.dialog.load import load_plan
+
+    eng = DialogEngine(load_plan(Path(__file__).resolve().parents[1] / "dialplans" / "pre_delivery.yaml"))
+    grammar = eng.first_grammar("zh-CN")
+    assert grammar is not None and "送货上门" in grammar and "转人工" in grammar

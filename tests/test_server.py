@@ -40,9 +40,9 @@ class Harness:
         self.max_calls, self.limits = max_calls, limits or ServerLimits(max_frames_per_second=100_000,
                                                                         drain_timeout=5)
 
-    async def recognizer(self, language: str, rate: int):
+    async def recognizer(self, language: str, rate: int, grammar=None):
         if language == "ko-KR" and self.vosk is not None:
-            return await self.vosk.recognizer(language=language, rate=rate)
+            return await self.vosk.recognizer(language=language, rate=rate, grammar=grammar)
         # FAKE for zh-CN/en-US (no Vosk model installs here): replays the fixtures' texts in order.
         return TranscriptReplayRecognizer(self.replies, rate=rate, language=language)
 
@@ -288,3 +288,26 @@ async def test_marks_record_what_the_caller_heard(settings):
     (ended,) = h.ended()
     assert greeting_mark.startswith("greeting#")
     assert ended.record.turns[0].played == ["greeting"]
+
+
+async def test_frame_rate_limit_allows_a_catch_up_burst_but_not_a_flood(settings):
+    """A gateway catching up after a stall (a burst) is fine; a sustained flood is refused with 1008."""
+    limits = ServerLimits(max_frames_per_second=100, drain_timeout=5)
+    async with Harness(settings, limits=limits) as h:
+        async with connect(f"{h.url}/native?token={TOKEN}") as ok:
+            await ok.send(start_frame("burst1"))
+            for frame in chunks(silence(8.0, 8000), rate=8000, ms=20):  # 400 frames at once: within 5 s of burst
+                await ok.send(frame)
+            await ok.send(json.dumps({"type": "hangup", "reason": "done"}))
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ok.recv(), 10)
+            assert closed.value.rcvd.code == 1000
+        async with connect(f"{h.url}/native?token={TOKEN}") as flood:
+            await flood.send(start_frame("flood1"))
+            with pytest.raises(ConnectionClosed) as closed:
+                for frame in chunks(silence(60.0, 8000), rate=8000, ms=20):  # 3000 frames, as fast as possible
+                    await flood.send(frame)
+                while True:
+                    await asyncio.wait_for(flood.recv(), 10)
+            assert closed.value.rcvd.code == 1008

@@ -23,7 +23,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
-import pytest
 from conftest import fixture_entry, fixture_path
 from test_server import TOKEN, ZH_VARS, Harness
 from websockets.asyncio.client import ClientConnection, connect
@@ -31,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 
 from voicebot.audio import chunks, duration, read_wav, rms_dbfs, silence, ulaw_decode, ulaw_encode
 from voicebot.events import Say, StopPlayback
+from voicebot.gateways.asterisk import AsteriskCodec
 
 RATE = 8000
 CALLER = "+8613812345678"
@@ -139,6 +139,8 @@ async def audio_fork_call(h: Harness, call_id: str, audio: bytes) -> tuple[list[
         assert ws.subprotocol == "audio.drachtio.org"
         got = Received(ws)
         await ws.send(fork_metadata(call_id))
+        # FreeSWITCH starts playing the greeting before the caller can talk over it.
+        await got.until(lambda f: isinstance(f, str) and json.loads(f)["type"] == "playAudio")
         await send_frames(ws, chunks(audio, rate=RATE, ms=20))
         code = await got.closed()
     assert not got.binary()  # mod_audio_fork only understands JSON text from the server
@@ -290,8 +292,10 @@ def ulaw_frames(pcm: bytes) -> Iterable[bytes]:
     return (ulaw_encode(c) for c in chunks(pcm, rate=RATE, ms=20))
 
 
-async def test_asterisk_call_with_flow_control(settings):
+async def test_asterisk_call_with_flow_control(settings, monkeypatch):
     """Asterisk: ulaw back, MEDIA_XOFF holds the goodbye until MEDIA_XON, then HANGUP and the socket closes."""
+    # This test is about XOFF/XON: let the whole greeting go out at once instead of at real-time pace.
+    monkeypatch.setattr(AsteriskCodec, "max_ahead_seconds", None)
     audio, text = caller_audio("door", lead=30.0)
     async with Observed(settings, replies=[text]) as h, connect(asterisk_url(h)) as ws:
         got = Received(ws)
@@ -323,12 +327,14 @@ async def test_asterisk_barge_in_sends_flush_media(settings):
     async with Harness(settings, replies=[text]) as h, connect(asterisk_url(h)) as ws:
         got = Received(ws)
         await ws.send(MEDIA_START.format(cid="c0ffee-2", chan="1761245643.2"))
+        await got.until(lambda f: isinstance(f, bytes))  # the greeting is playing when the caller talks
         await send_frames(ws, ulaw_frames(audio))
         code = await got.closed()
     texts = got.texts()
     assert texts.count("FLUSH_MEDIA") == 1 and texts[-1] == "HANGUP" and code == 1000
     flush = got.frames.index("FLUSH_MEDIA")
-    assert_asterisk_media([f for f in got.frames[:flush] if isinstance(f, bytes)], at_least=20.0)
+    # The server keeps at most 15 s of audio queued in Asterisk; the caller interrupts before more is sent.
+    assert_asterisk_media([f for f in got.frames[:flush] if isinstance(f, bytes)], at_least=14.0)
     assert_asterisk_media([f for f in got.frames[flush:] if isinstance(f, bytes)], at_least=1.0)
     (ended,) = h.ended()
     assert ended.outcome == "station_consent" and ended.record.turns[0].barged_in
@@ -369,9 +375,6 @@ class AsteriskQueue:
         return None
 
 
-@pytest.mark.xfail(strict=True, reason="the server sends a whole prompt at once; chan_websocket keeps at most "
-                   "1000 frames (20 s) and drops the rest of a 27 s greeting: sends must be paced and honour "
-                   "MEDIA_XOFF between frames")
 async def test_asterisk_long_greeting_fits_the_channel_queue(settings):
     """A 27 s greeting against Asterisk's real queue limits: no media may be dropped."""
     queue = AsteriskQueue()

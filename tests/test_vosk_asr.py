@@ -159,8 +159,17 @@ async def test_replies_are_vosks_own_json_strings_byte_for_byte(server, engine):
                 got.append(await websocket.recv())
         await websocket.send(json.dumps({"eof": 1}))  # eof is parsed, not matched: any spacing works
         got.append(await websocket.recv())
-    assert got == expected
-    assert "\n" in got[-1]  # Vosk's own pretty layout, not re-serialised
+    # Vosk's word times can differ by a few ms between two recognisers of one model (seen: 0.570 vs
+    # 0.575), so compare the decoded structure exactly and the times within 20 ms.
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected, strict=True):
+        gj, ej = json.loads(g), json.loads(e)
+        assert list(gj) == list(ej)
+        assert (gj.get("text"), gj.get("partial")) == (ej.get("text"), ej.get("partial"))
+        for gw, ew in zip(gj.get("result", []), ej.get("result", []), strict=True):
+            assert list(gw) == list(ew) and gw["word"] == ew["word"]
+            assert all(abs(gw[k] - ew[k]) < 0.02 for k in ("start", "end", "conf"))
+    assert all(" : " in g for g in got) and "\n" in got[-1]  # Vosk's own layout, not re-serialised
 
 
 async def test_eof_without_audio_gives_empty_text(server):

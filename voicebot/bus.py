@@ -207,6 +207,8 @@ class MqttSink:
                 ctx = dict(ev.context)
                 self._remember(item.call_id, ctx.get("variables"))
                 tracked = self._track(item.call_id)
+                ctx.pop("intent", None)  # the tracked intent carries its confidence and text too
+                tracked["slots"] = {**tracked["slots"], **ctx.pop("slots", {})}
                 return "transfer", {
                     "target": ev.target, "reason": ev.reason, "caller": ctx.pop("caller", ""),
                     "transcript": ctx.pop("transcript", []), "intent": tracked["intent"],

@@ -48,6 +48,7 @@ Speak = Callable[[Say], Awaitable[bytes]]  # renders a prompt as PCM16 at the se
 KEYPAD_SLOTS = frozenset({"digits", "phone", "tracking_number", "number"})
 MAX_CHUNK_SECONDS = 1.0
 TONE_GUARD_SECONDS = 0.3  # after an in-band key tone, "speech" starting this soon is the tone itself
+ASR_BATCH_MS = 100  # utterance audio goes to the recogniser in batches this long
 PREROLL_SECONDS = 0.3  # audio before the VAD's speech start that still goes to the recogniser
 RECENT_SECONDS = 1.0  # history kept for that: the VAD confirms speech a little after it starts
 
@@ -123,6 +124,8 @@ class CallSession:
         self._end_reason = ""
         self._tone_until = -1.0  # in-band DTMF heard until then: that "speech" is a key, not words
         self._fed = False  # audio went to the recogniser since its last final()
+        self._asr_buffer = b""
+        self._asr_batch_bytes = self.config.rate * 2 * ASR_BATCH_MS // 1000
         self._marks_sent: list[str] = []  # mark names, in the order codecs number them (prompt_id#n)
         self._flushed_marks: set[str] = set()
         self._pii = frozenset(n for n, spec in engine.plan.variables.items() if spec.pii)
@@ -219,8 +222,13 @@ class CallSession:
         listen = self._listen
         return listen is not None and (self.now >= self.playing_until or listen.barge_in)
 
-    async def _recognize(self, pcm: bytes) -> None:
+    async def _recognize(self, pcm: bytes, *, flush: bool = False) -> None:
+        """Send utterance audio to the recogniser in ~100 ms batches: one thread hop per batch, not per frame."""
         self._fed = True
+        self._asr_buffer += pcm
+        if not self._asr_buffer or (not flush and len(self._asr_buffer) < self._asr_batch_bytes):
+            return
+        pcm, self._asr_buffer = self._asr_buffer, b""
         partial = await self.recognizer.accept(pcm)
         if partial is not None:
             self._partial = partial.text
@@ -296,11 +304,12 @@ class CallSession:
     async def _on_utterance_end(self, ev: SpeechEnded) -> list[Outgoing]:
         if not self._speech_open:
             if self._fed:  # a tone or an unheard stretch reached the recogniser: flush it, unheard
-                self._fed = False
+                self._fed, self._asr_buffer = False, b""
                 await self.recognizer.final()
             return []  # the caller spoke while we were not listening, or it was a key tone
         # The caller stopped at ev.at; the VAD's end-silence has passed since (audio comes in real time).
         self._latency_from = asyncio.get_running_loop().time() - (self.now - ev.at)
+        await self._recognize(b"", flush=True)
         self._fed = False
         transcript = await self.recognizer.final()
         self.emit(transcript)

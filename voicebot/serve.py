@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,8 +96,8 @@ async def run_server(options: ServeOptions, settings: Settings, *, ready: Callab
         if options.metrics_port is not None:
             await stack.enter_async_context(MetricsServer(metrics, host=options.host, port=options.metrics_port))
 
-        async def recognizer(language: str, rate: int):
-            return await vosk.recognizer(language=language, rate=rate)
+        async def recognizer(language: str, rate: int, grammar: Sequence[str] | None):
+            return await vosk.recognizer(language=language, rate=rate, grammar=grammar)
 
         def speak(rate: int, plan: str) -> Callable:
             base_dir = plans.get(plan).loaded.base_dir

@@ -8,7 +8,7 @@ import hmac
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Protocol
@@ -37,9 +37,11 @@ from .plans import PlanRegistry
 
 log = logging.getLogger(__name__)
 
-RecognizerFactory = Callable[[str, int], Awaitable[Recognizer]]  # (language, rate) -> recogniser
+# (language, rate, first grammar) -> recogniser; building it with a grammar is ~100x cheaper for Vosk.
+RecognizerFactory = Callable[[str, int, Sequence[str] | None], Awaitable[Recognizer]]
 SpeakFactory = Callable[[int, str], Callable[[Say], Awaitable[bytes]]]  # (line rate, plan) -> speak
 LINE_RATES = (8000, 16000)
+BURST_SECONDS = 5  # a gateway may catch up this many seconds' worth of frames at once
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ class VoiceServer:
             self._handle, self.host, self.port, ssl=self.tls, process_request=self._admit,
             select_subprotocol=lambda conn, offered: next((p for p in offered if p in subprotocols), None),
             max_size=self.limits.max_message_bytes, ping_interval=self.limits.ping_interval,
+            compression=None,  # audio does not compress; deflating every frame only costs CPU
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("serving %s on %s:%d", ", ".join(self.routes), self.host, self.port)
@@ -237,9 +240,11 @@ class _Connection:
         self.resumed = asyncio.Event()
         self.resumed.set()
         self.session_task: asyncio.Task | None = None
+        self.outbox: asyncio.Queue[tuple[Frame, float] | None] = asyncio.Queue()
         self.call_id = ""
         self.emit: Callable[[object], None] = server.emitter("")
-        self._window, self._frames = 0.0, 0
+        self._window = time.monotonic()
+        self._tokens = float(server.limits.max_frames_per_second * BURST_SECONDS)
 
     async def run(self) -> None:
         """Receive until the gateway or the dialog ends the call; always leaves a record."""
@@ -264,12 +269,14 @@ class _Connection:
                 await self.link.close(close_code, reason)
 
     def _check_rate(self) -> None:
+        """Token bucket: a sustained rate above the limit is refused, a burst after a stall is not."""
+        rate = self.server.limits.max_frames_per_second
         now = time.monotonic()
-        if now - self._window >= 1.0:
-            self._window, self._frames = now, 0
-        self._frames += 1
-        if self._frames > self.server.limits.max_frames_per_second:
-            raise ProtocolError("too many frames per second", close_code=CLOSE_POLICY)
+        self._tokens = min(rate * BURST_SECONDS, self._tokens + (now - self._window) * rate)
+        self._window = now
+        self._tokens -= 1
+        if self._tokens < 0:
+            raise ProtocolError(f"more than {rate} frames per second, sustained", close_code=CLOSE_POLICY)
 
     async def _receive(self) -> None:
         while True:
@@ -304,7 +311,7 @@ class _Connection:
         self.call_id = start.call_id
         self.emit = self.server.emitter(start.call_id)
         try:
-            recognizer = await self.server.recognizer(language, start.rate)
+            recognizer = await self.server.recognizer(language, start.rate, version.engine.first_grammar(language))
             session = CallSession(
                 call_id=start.call_id, engine=version.engine, recognizer=recognizer,
                 speak=self.server.speak(start.rate, name), emit=self.emit, variables=dict(start.variables),
@@ -320,21 +327,49 @@ class _Connection:
         while (item := await self.inbox.get()) is not None:
             yield item
 
+    def _queue(self, out: object) -> None:
+        """Queue one action's frames for the sender; audio frames carry their share of the prompt's length."""
+        frames = self.codec.encode(out)
+        seconds = len(out.pcm) / 2 / out.rate if isinstance(out, Play) else 0.0
+        audio_bytes = sum(len(f) for f in frames if isinstance(f, bytes)) or 1
+        for frame in frames:
+            share = seconds * len(frame) / audio_bytes if isinstance(frame, bytes) else 0.0
+            self.outbox.put_nowait((frame, share))
+
+    async def _send(self) -> None:
+        """Send queued frames in order, never more than the codec's playback budget ahead of real time."""
+        budget = self.codec.max_ahead_seconds
+        loop = asyncio.get_running_loop()
+        played_until = 0.0  # loop time at which the gateway will have played all audio sent so far
+        while (item := await self.outbox.get()) is not None:
+            frame, seconds = item
+            if seconds:
+                await self.resumed.wait()  # the gateway asked us to hold our audio (flow control)
+                ahead = max(0.0, played_until - loop.time())
+                if budget is not None and ahead + seconds > budget:
+                    await asyncio.sleep(ahead + seconds - budget)  # real time passing is what we wait for
+                played_until = max(played_until, loop.time()) + seconds
+            await self.link.send(frame)
+
     async def _play(self, session: CallSession, recognizer: Recognizer) -> None:
-        """Run the session, sending what it says to the gateway; close the socket when the dialog ends."""
+        """Run the session, handing what it says to the sender; close the socket when the dialog ends."""
+        sender = asyncio.create_task(self._send(), name="sender")
         try:
             async for out in session.run(self._incoming()):
-                if isinstance(out, Play):
-                    await self.resumed.wait()  # the gateway asked us to hold our audio (flow control)
-                elif isinstance(out, StopPlayback):
+                if isinstance(out, StopPlayback):
+                    while not self.outbox.empty():  # barge-in: what we have not sent yet is dropped too
+                        self.outbox.get_nowait()
                     self.link.flush()
-                for frame in self.codec.encode(out):
-                    await self.link.send(frame)
+                self._queue(out)
                 if isinstance(out, Hangup | Transfer):
                     break
+            self.outbox.put_nowait(None)
+            await sender  # the goodbye goes out before the socket closes
         except LinkClosed:
             pass
         finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
             await recognizer.aclose()
         if session.ended:
             with contextlib.suppress(LinkClosed):

@@ -112,6 +112,19 @@ class DialogEngine:
             return self._run(state, Handler(repeat=True), reason=kind)
         return self._run(state, Handler(hangup=True, outcome=f"{kind}_exhausted"), reason=kind)
 
+    def first_grammar(self, language: str) -> tuple[str, ...] | None:
+        """The grammar of the first state that listens: a recogniser built with it starts cheaply."""
+        name, seen = self.plan.start, set()
+        while name not in seen:
+            seen.add(name)
+            state = self.plan.states[name]
+            if state.listens:
+                return grammar(self.expectation(DialogState(state=name, language=language)))
+            if not state.next:
+                return None
+            name = state.next
+        return None
+
     def expectation(self, state: DialogState) -> Expectation:
         """What the current state listens for, in the call's language, global intents included."""
         key = (state.state, state.language)

@@ -190,6 +190,8 @@ class AsteriskCodec(Codec):
     name: ClassVar[str] = "asterisk"
     path: ClassVar[str] = "/asterisk"
     max_frame_bytes: ClassVar[int] = MAX_MESSAGE_BYTES
+    # chan_websocket queues at most 1000 frames (20 s) and drops whole messages beyond: stay well inside.
+    max_ahead_seconds: ClassVar[float | None] = 15.0
 
     def __init__(self, *, query: Mapping[str, str] | None = None) -> None:
         super().__init__(query=query)

@@ -74,6 +74,8 @@ class Codec(ABC):
     path: ClassVar[str]  # the URL path the server serves this codec on
     subprotocols: ClassVar[tuple[str, ...]] = ()
     max_frame_bytes: ClassVar[int] = 1 << 20
+    # How far ahead of real time our audio may be sent; None: the gateway queues whatever we send.
+    max_ahead_seconds: ClassVar[float | None] = None
 
     def __init__(self, *, query: Mapping[str, str] | None = None) -> None:
         self.query = dict(query or {})
