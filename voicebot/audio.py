@@ -242,7 +242,8 @@ def rms_dbfs(pcm: bytes) -> float:
     samples = as_array(pcm)
     if samples.size == 0:
         return SILENCE_DBFS
-    rms = math.sqrt(float(np.mean(np.square(samples, dtype=np.float64))))
+    as_float = samples.astype(np.float64)
+    rms = math.sqrt(float(np.dot(as_float, as_float)) / samples.size)  # dot: far cheaper than mean(square)
     if rms == 0.0:
         return SILENCE_DBFS
     return max(SILENCE_DBFS, 20.0 * math.log10(rms / 32768.0))
