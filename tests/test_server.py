@@ -32,11 +32,13 @@ CODECS = (NativeCodec, TwilioCodec, AudioForkCodec, AudioStreamCodec, JambonzCod
 class Harness:
     """A running VoiceServer with the shipped plans, espeak-ng TTS and a recogniser per language."""
 
-    def __init__(self, settings, *, replies: list[str] | None = None, max_calls: int = 10,
+    def __init__(self, settings, *, replies: list[str] | None = None, max_calls: int = 10, tls=None,
+                 twilio_auth_token: str = "", public_url: str = "",
                  limits: ServerLimits | None = None, vosk: VoskEngine | None = None, plans=PLANS) -> None:
         self.settings, self.replies, self.vosk, self.plan_dir = settings, list(replies or []), vosk, plans
         self.events: list = []
         self.call_started = asyncio.Event()
+        self.tls, self.twilio = tls, (twilio_auth_token, public_url)
         self.max_calls, self.limits = max_calls, limits or ServerLimits(max_frames_per_second=100_000,
                                                                         drain_timeout=5)
 
@@ -63,9 +65,9 @@ class Harness:
         routes = [Route(codec.path, codec, plan="pre_delivery", max_calls=self.max_calls) for codec in CODECS]
         self.server = VoiceServer(routes=routes, plans=self.plans, recognizer=self.recognizer, speak=self.speak,
                                   emitter=lambda call_id: self._emit, tokens=frozenset({TOKEN}), limits=self.limits,
-                                  port=0)
+                                  port=0, tls=self.tls, twilio_auth_token=self.twilio[0], public_url=self.twilio[1])
         await self.server.__aenter__()
-        self.url = f"ws://127.0.0.1:{self.server.port}"
+        self.url = f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.server.port}"
         return self
 
     def _emit(self, event: object) -> None:
@@ -311,3 +313,47 @@ async def test_frame_rate_limit_allows_a_catch_up_burst_but_not_a_flood(settings
                 while True:
                     await asyncio.wait_for(flood.recv(), 10)
             assert closed.value.rcvd.code == 1008
+
+
+async def test_twilio_signature_admits_twilio_without_a_token(settings):
+    """/twilio accepts Twilio's signed upgrade request (X-Twilio-Signature) and refuses a forged one."""
+    from voicebot.gateways.twilio import twilio_signature
+
+    public = "wss://voicebot.example.com"
+    async with Harness(settings, twilio_auth_token="twilio-secret", public_url=public) as h:
+        good = twilio_signature("twilio-secret", f"{public}/twilio", {})
+        async with connect(f"{h.url}/twilio", additional_headers={"X-Twilio-Signature": good}) as ws:
+            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(f"{h.url}/twilio", additional_headers={"X-Twilio-Signature": good[:-2] + "x="}):
+                pass
+        assert info.value.response.status_code == 401
+        # A signature only opens /twilio: other routes still need the gateway token.
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(f"{h.url}/native", additional_headers={"X-Twilio-Signature": good}):
+                pass
+        assert info.value.response.status_code == 401
+
+
+async def test_tls_serves_wss(settings, tmp_path):
+    """Given a certificate, the server speaks wss:// and a client trusting it runs a call start."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    await asyncio.to_thread(
+        subprocess.run, ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                         str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    async with Harness(settings, tls=server_ctx) as h:
+        assert h.url.startswith("wss://")
+        async with connect(f"{h.url}/native?token={TOKEN}", ssl=client_ctx) as ws:
+            await ws.send(start_frame("tls1"))
+            first = await asyncio.wait_for(ws.recv(), 10)
+        assert isinstance(first, bytes)  # the greeting's audio, over TLS
+        with pytest.raises(ssl.SSLCertVerificationError):
+            async with connect(f"{h.url}/native?token={TOKEN}", ssl=ssl.create_default_context()):
+                pass

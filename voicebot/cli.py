@@ -329,7 +329,7 @@ def serve(
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     tokens = frozenset(token or ()) | settings.gateway_tokens
-    if not tokens and not no_auth:
+    if not tokens and not settings.twilio_auth_token and not no_auth:
         raise _fail("give gateways a token: --token T (or VOICEBOT_GATEWAY_TOKENS); --no-auth only for tests", 2)
     if (tls_cert is None) != (tls_key is None):
         raise _fail("--tls-cert and --tls-key go together", 2)

@@ -39,6 +39,8 @@ class Settings(BaseModel):
     tts_sample_rate: int = Field(default=8000, description="Rate prompts are rendered at (the line's rate)")
     mqtt_url: str = Field(default="", description="mqtt://host:port/prefix for call events; empty disables MQTT")
     gateway_tokens: frozenset[str] = Field(default=frozenset(), description="Tokens gateways must present")
+    twilio_auth_token: str = Field(default="", description="Checks Twilio's X-Twilio-Signature on /twilio")
+    public_url: str = Field(default="", description="The wss:// base URL gateways are given (for signatures)")
     log_level: str = Field(default="INFO")
 
     @classmethod
@@ -54,6 +56,8 @@ class Settings(BaseModel):
             "TTS_SAMPLE_RATE": "tts_sample_rate",
             "MQTT_URL": "mqtt_url",
             "LOG_LEVEL": "log_level",
+            "TWILIO_AUTH_TOKEN": "twilio_auth_token",
+            "PUBLIC_URL": "public_url",
         }
         if raw_tokens := env.get(ENV_PREFIX + "GATEWAY_TOKENS"):
             values["gateway_tokens"] = frozenset(t.strip() for t in raw_tokens.split(",") if t.strip())

@@ -115,7 +115,8 @@ async def run_server(options: ServeOptions, settings: Settings, *, ready: Callab
 
         server = VoiceServer(routes=routes, plans=plans, recognizer=recognizer, speak=speak, emitter=hub.emitter,
                              tokens=options.tokens, require_auth=options.require_auth, limits=options.limits,
-                             host=options.host, port=options.port, tls=_tls(options), raw_routes={"/asr": asr})
+                             host=options.host, port=options.port, tls=_tls(options), raw_routes={"/asr": asr},
+                             twilio_auth_token=settings.twilio_auth_token, public_url=settings.public_url)
         await stack.enter_async_context(server)
         if options.audiosocket_port is not None:
             tcp = await serve_audiosocket(server, host=options.host, port=options.audiosocket_port,

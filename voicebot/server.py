@@ -33,6 +33,7 @@ from .gateways.base import (
     MarkReached,
     ProtocolError,
 )
+from .gateways.twilio import valid_twilio_signature
 from .plans import PlanRegistry
 
 log = logging.getLogger(__name__)
@@ -89,14 +90,18 @@ class VoiceServer:
         tls: ssl.SSLContext | None = None,
         session_config: Callable[[int], SessionConfig] | None = None,
         raw_routes: Mapping[str, Callable[[ServerConnection], Awaitable[None]]] | None = None,
+        twilio_auth_token: str = "",
+        public_url: str = "",
     ) -> None:
-        if require_auth and not tokens:
+        if require_auth and not tokens and not twilio_auth_token:
             raise VoicebotError("refusing to serve without gateway tokens (give --token, or --no-auth for tests)",
                                 code="no_auth")
         self.routes = {r.path: r for r in routes}
         self.raw_routes = dict(raw_routes or {})  # paths handled whole by another protocol (e.g. /asr)
         self.plans, self.recognizer, self.speak, self.emitter = plans, recognizer, speak, emitter
         self.tokens, self.require_auth = tokens, require_auth
+        # Twilio signs its websocket request (X-Twilio-Signature) over the URL it was given: our public one.
+        self.twilio_auth_token, self.public_url = twilio_auth_token, public_url.rstrip("/")
         self.limits = limits or ServerLimits()
         self.host, self.port, self.tls = host, port, tls
         self.session_config = session_config or (lambda rate: SessionConfig(rate=rate))
@@ -139,9 +144,12 @@ class VoiceServer:
 
     # --- admission ------------------------------------------------------------------------------
 
-    def _authorized(self, request: Request, query: Mapping[str, str]) -> bool:
+    def _authorized(self, request: Request, query: Mapping[str, str], route: Route | None) -> bool:
         if not self.require_auth:
             return True
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if route is not None and route.codec.name == "twilio" and self.twilio_auth_token and signature:
+            return valid_twilio_signature(self.twilio_auth_token, self.public_url + request.path, {}, signature)
         offered = query.get("token", "")
         header = request.headers.get("Authorization", "")
         if header.lower().startswith("bearer "):
@@ -155,7 +163,7 @@ class VoiceServer:
         if route is None and url.path not in self.raw_routes:
             known = ", ".join([*self.routes, *self.raw_routes])
             return connection.respond(HTTPStatus.NOT_FOUND, f"no route {url.path}; try {known}\n")
-        if not self._authorized(request, dict(parse_qsl(url.query))):
+        if not self._authorized(request, dict(parse_qsl(url.query)), route):
             return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong gateway token\n")
         if route is None:
             return None
