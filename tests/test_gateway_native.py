@@ -23,8 +23,10 @@ from voicebot.gateways.base import (
     CallStart,
     MarkReached,
     ProtocolError,
+    mark_name,
+    prompt_of_mark,
 )
-from voicebot.gateways.native import NativeCodec, mark_name, prompt_of_mark
+from voicebot.gateways.native import NativeCodec
 
 
 def start_frame(encoding: str = "pcm16", rate: int = 8000, **fields: object) -> str:

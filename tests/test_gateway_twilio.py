@@ -20,8 +20,8 @@ from voicebot.gateways.base import (
     CallStart,
     MarkReached,
     ProtocolError,
+    prompt_of_mark,
 )
-from voicebot.gateways.native import prompt_of_mark
 from voicebot.gateways.twilio import TwilioCodec, twilio_signature, valid_twilio_signature
 
 # --- Twilio's documented examples, verbatim ------------------------------------------------------

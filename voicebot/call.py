@@ -35,7 +35,7 @@ from .events import (
     Transfer,
     TurnCompleted,
 )
-from .gateways.base import MarkReached
+from .gateways.base import MarkReached, mark_name, prompt_of_mark
 from .intent import match, match_dtmf
 from .record import CallRecord, Turn, mask_number, mask_value
 from .textnorm import normalize
@@ -334,7 +334,7 @@ class CallSession:
 
     def _on_mark(self, name: str) -> None:
         """The gateway played a prompt to its end; after a flush its marks mean 'discarded', not 'heard'."""
-        prompt_id = name.split("#", 1)[0]
+        prompt_id = prompt_of_mark(name) or name  # jambonz echoes the bare prompt id
         if name in self._flushed_marks or not prompt_id:
             return
         turn = self._turn or (self.record.turns[-1] if self.record.turns else None)
@@ -441,7 +441,7 @@ class CallSession:
             self._play_started = start  # barge-in measures what was heard from the first prompt of the reply
         self.playing_until = start + duration(pcm, self.config.rate)
         self._pending_prompts.append(say)
-        self._marks_sent.append(f"{say.prompt_id}#{len(self._marks_sent) + 1}")
+        self._marks_sent.append(mark_name(say.prompt_id, len(self._marks_sent) + 1))
         self.emit(say)
         return Play(pcm=pcm, rate=self.config.rate, prompt_id=say.prompt_id)
 

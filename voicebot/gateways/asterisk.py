@@ -59,8 +59,8 @@ from .base import (
     MarkReached,
     Outbound,
     ProtocolError,
+    mark_name,
 )
-from .native import mark_name
 
 MAX_MESSAGE_BYTES = 65_500  # Asterisk's websocket layer closes the call on anything larger
 MAX_COMMAND_BYTES = 128  # chan_websocket ignores longer TEXT commands (MAX_TEXT_MESSAGE_LEN)

@@ -62,6 +62,17 @@ class CallerHangup:
     reason: str = "hangup"
 
 
+def mark_name(prompt_id: str, n: int) -> str:
+    """The mark we send after prompt `prompt_id`, the n-th prompt of the call (codecs and session agree)."""
+    return f"{prompt_id}#{n}"
+
+
+def prompt_of_mark(name: str) -> str:
+    """The prompt id inside a mark name made by `mark_name` ("" when it is not one of ours)."""
+    prompt, sep, n = name.rpartition("#")
+    return prompt if sep and n.isdigit() else ""
+
+
 Inbound = CallStart | AudioChunk | Dtmf | MarkReached | FlowControl | CallerHangup
 Outbound = Play | StopPlayback | Transfer | Hangup
 Frame = str | bytes

@@ -42,6 +42,7 @@ from .base import (
     MarkReached,
     Outbound,
     ProtocolError,
+    mark_name,
 )
 
 ENCODINGS = ("pcm16", "mulaw", "alaw")
@@ -50,17 +51,6 @@ FRAME_MS = 20  # robot audio frame length we send
 MAX_AUDIO_SECONDS = 1  # longest caller audio frame we accept
 CALL_ID = r"^[A-Za-z0-9._:-]{1,128}$"
 DTMF_DIGIT = r"^[0-9*#A-D]$"
-
-
-def mark_name(prompt_id: str, n: int) -> str:
-    """The mark we send after prompt `prompt_id`, the n-th prompt on this connection."""
-    return f"{prompt_id}#{n}"
-
-
-def prompt_of_mark(name: str) -> str:
-    """The prompt id inside a mark name made by `mark_name` ("" when it is not one of ours)."""
-    prompt, sep, n = name.rpartition("#")
-    return prompt if sep and n.isdigit() else ""
 
 
 class _Msg(BaseModel):

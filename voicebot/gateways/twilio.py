@@ -52,8 +52,9 @@ from .base import (
     MarkReached,
     Outbound,
     ProtocolError,
+    mark_name,
 )
-from .native import DTMF_DIGIT, close_code_for, describe, mark_name
+from .native import DTMF_DIGIT, close_code_for, describe
 
 RATE = 8000
 FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz, the size Twilio itself sends
