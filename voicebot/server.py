@@ -9,7 +9,7 @@ import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit
@@ -66,13 +66,8 @@ class ServerLimits:
     ping_interval: float = 20.0
 
 
-@dataclass
-class _Stats:
-    active: dict[str, int] = field(default_factory=dict)
-
-
 class VoiceServer:
-    """Serves calls over websockets; `async with` it, then `await server.wait_stopped()`."""
+    """Serves calls over websockets while inside `async with`; `drain()` ends it gracefully."""
 
     def __init__(
         self,
@@ -105,7 +100,7 @@ class VoiceServer:
         self.limits = limits or ServerLimits()
         self.host, self.port, self.tls = host, port, tls
         self.session_config = session_config or (lambda rate: SessionConfig(rate=rate))
-        self.stats = _Stats()
+        self.active: dict[str, int] = {}  # live calls per route
         self._server: Server | None = None
         self._calls: set[asyncio.Task] = set()
 
@@ -184,18 +179,18 @@ class VoiceServer:
 
     def has_room(self, route: Route) -> bool:
         """Whether the route can take another call."""
-        return self.stats.active.get(route.path, 0) < route.max_calls
+        return self.active.get(route.path, 0) < route.max_calls
 
     async def run_call(self, link: Link, route: Route, codec: Codec) -> None:
         """Serve one call over any link (websocket, TCP); counted, drained on shutdown."""
-        self.stats.active[route.path] = self.stats.active.get(route.path, 0) + 1
+        self.active[route.path] = self.active.get(route.path, 0) + 1
         task = asyncio.current_task()
         self._calls.add(task)
         try:
             await _Connection(self, link, route, codec).run()
         finally:
             self._calls.discard(task)
-            self.stats.active[route.path] -= 1
+            self.active[route.path] -= 1
 
 
 class LinkClosed(Exception):
