@@ -421,8 +421,12 @@ def test_printer_prints_markup_like_text_verbatim():
     printer(Transcript(text="[unk] 送货上门", final=True))
     printer(Transcript(text="what about [/] this", final=True))
     printer(Transcript(text="[bold red]x", final=True))
+    printer(Dtmf(digit="3"))
+    printer(Error(code="asr", message="Vosk failed [/] badly"))
+    printer(Hangup(reason="[done]"))
     text = out.getvalue()
-    for needle in ("press [1] now", "[unk] 送货上门", "what about [/] this", "[bold red]x"):
+    for needle in ("press [1] now", "[unk] 送货上门", "what about [/] this", "[bold red]x", "[key 3]",
+                   "[asr] Vosk failed [/] badly", "([done])"):
         assert needle in text
 
 

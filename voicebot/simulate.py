@@ -130,9 +130,9 @@ class ConversationPrinter:
             case Transcript(final=True) if event.text:
                 c.print(f"[bold green]caller[/] {escape(event.text)}", highlight=False)
             case Dtmf():
-                c.print(f"[bold green]caller[/] [key {event.digit}]", highlight=False)
+                c.print(f"[bold green]caller[/] {escape(f'[key {event.digit}]')}", highlight=False)
             case Intent():
-                slots = f" {event.slots}" if event.slots else ""
+                slots = escape(f" {event.slots}") if event.slots else ""
                 c.print(f"       [dim]→ intent {event.name} ({event.confidence:.2f}){slots}[/]", highlight=False)
             case NoMatch():
                 c.print(f"       [dim]→ no match (nearest {event.best or '-'} {event.score:.2f})[/]", highlight=False)
@@ -143,11 +143,12 @@ class ConversationPrinter:
             case StopPlayback():
                 c.print("       [yellow]↯ barge-in: robot stops talking[/]", highlight=False)
             case Transfer():
-                c.print(f"[bold magenta]transfer[/] to {event.target} ({event.reason})", highlight=False)
+                where = escape(f"{event.target} ({event.reason})")
+                c.print(f"[bold magenta]transfer[/] to {where}", highlight=False)
             case Hangup():
-                c.print(f"[bold]hang-up[/] ({event.reason})", highlight=False)
+                c.print(f"[bold]hang-up[/] ({escape(event.reason)})", highlight=False)
             case Error():
-                c.print(f"[bold red]error[/] [{event.code}] {event.message}", highlight=False)
+                c.print(f"[bold red]error[/] {escape(f'[{event.code}] {event.message}')}", highlight=False)
             case CallEnded():
                 c.print(f"[bold]outcome: {event.outcome}[/]  ({len(event.record.turns)} turns)", highlight=False)
 
