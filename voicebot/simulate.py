@@ -153,7 +153,7 @@ class ConversationPrinter:
                 c.print(f"[bold]outcome: {event.outcome}[/]  ({len(event.record.turns)} turns)", highlight=False)
 
 
-async def make_recognizer(loaded: LoadedPlan, steps: list[CallerStep], *, language: str, rate: int,
+async def make_recognizer(steps: list[CallerStep], *, language: str, rate: int,
                           vosk: VoskEngine | None) -> Recognizer:
     """Vosk when any input is audio; otherwise typed text needs no recogniser (a silent fake stands in)."""
     if vosk is not None and any(s.kind == "wav" for s in steps):
@@ -205,7 +205,7 @@ async def simulate(
         if own_vosk:
             vosk = VoskEngine(settings=settings)
         try:
-            rec = recognizer or await make_recognizer(loaded, steps, language=lang, rate=rate, vosk=vosk)
+            rec = recognizer or await make_recognizer(steps, language=lang, rate=rate, vosk=vosk)
             session = CallSession(call_id=f"sim-{uuid.uuid4().hex[:8]}", engine=engine, recognizer=rec,
                                   speak=speak, emit=on_event, variables=variables, language=lang,
                                   config=SessionConfig(rate=rate), clock=clock)
