@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +10,7 @@ from typing import Any, TypeVar
 
 from voicebot.errors import VoicebotError
 from voicebot.record import CallRecord
+from voicebot.sqlite_db import SqliteDatabase
 
 T = TypeVar("T")
 
@@ -88,45 +85,17 @@ def _decode(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-class CallStore:
+class CallStore(SqliteDatabase):
     """Saves and queries call records; use as `async with CallStore(path) as store:`."""
+
+    label = "call store"
+    error = StoreError
+    migrations = MIGRATIONS
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 10.0,
                  max_record_bytes: int = MAX_RECORD_BYTES) -> None:
-        self.path = str(path)
-        self._busy_timeout = busy_timeout
+        super().__init__(path, busy_timeout=busy_timeout)
         self._max_record_bytes = max_record_bytes
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
-
-    async def __aenter__(self) -> CallStore:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def open(self) -> None:
-        """Open or create the database file and bring its schema up to date."""
-        if self._executor is not None:
-            raise StoreError(f"call store {self.path} is already open")
-        # One worker: the connection is only ever touched by this thread, so calls are serialized.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicebot-store")
-        try:
-            await self._call(self._open_sync, opening=True)
-        except BaseException:
-            await self.aclose()
-            raise
-
-    async def aclose(self) -> None:
-        """Close the database and stop the store's thread; safe to call twice."""
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._close_sync)
-        finally:
-            executor.shutdown(wait=False)
 
     async def save(self, record: CallRecord) -> None:
         """Insert or update a call and replace its turns, all in one transaction."""
@@ -166,54 +135,7 @@ class CallStore:
             return "", ()
         return "WHERE " + " AND ".join(c for c, _ in used), tuple(v for _, v in used)
 
-    async def _call(self, fn: Callable[..., T], *args: Any, opening: bool = False) -> T:
-        if self._executor is None or (self._conn is None and not opening):
-            raise StoreError(f"call store {self.path} is not open")
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, fn, *args)
-        except (sqlite3.Error, OSError) as err:
-            raise StoreError(f"call store {self.path}: {err}") from err
-
     # Everything below runs on the store's thread only.
-
-    def _open_sync(self) -> None:
-        if self.path != ":memory:" and not self.path.startswith("file:"):
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves so a save is exactly one transaction.
-        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA journal_mode = WAL")
-            self._migrate(conn)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        # IMMEDIATE takes the write lock first, so two processes opening a new file do not both migrate.
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"call store {self.path} has schema version {version}, newer than "
-                                 f"{SCHEMA_VERSION} known to this voicebot; upgrade voicebot")
-            for steps in MIGRATIONS[version:]:
-                for sql in steps:
-                    conn.execute(sql)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.rollback()
-            raise
-
-    def _close_sync(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
 
     def _save_sync(self, data: dict[str, Any]) -> None:
         try:
@@ -232,22 +154,13 @@ class CallStore:
                 f"byte limit of {self.path}; the previously saved version is kept",
                 code="store_record_too_large")
         call_row.append(datetime.now(UTC).isoformat())
-        conn = self._conn
-        assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as conn:
             conn.execute(_UPSERT_CALL, call_row)
             conn.execute("DELETE FROM turns WHERE call_id = ?", (data["call_id"],))
             conn.executemany(_INSERT_TURN, turn_rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.rollback()
-            raise
 
     def _get_sync(self, call_id: str) -> dict[str, Any] | None:
-        conn = self._conn
-        assert conn is not None
+        conn = self.conn
         # One read transaction so the call row and its turns come from the same snapshot.
         conn.execute("BEGIN")
         try:
@@ -267,8 +180,3 @@ class CallStore:
             turns.append(turn)
         data["turns"] = turns
         return data
-
-    def _query_sync(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        conn = self._conn
-        assert conn is not None
-        return conn.execute(sql, args).fetchall()
