@@ -52,7 +52,7 @@ class CallerStep:
     value: str = ""
 
 
-class _Caller:
+class ScriptedCaller:
     """Turns caller steps into the session's input stream, waiting for the robot like a person would."""
 
     def __init__(self, session: CallSession, steps: list[CallerStep], *, rate: int,
@@ -209,7 +209,7 @@ async def simulate(
             session = CallSession(call_id=f"sim-{uuid.uuid4().hex[:8]}", engine=engine, recognizer=rec,
                                   speak=speak, emit=on_event, variables=variables, language=lang,
                                   config=SessionConfig(rate=rate), clock=clock)
-            caller = _Caller(session, steps, rate=rate, recorder=recorder, ask=ask)
+            caller = ScriptedCaller(session, steps, rate=rate, recorder=recorder, ask=ask)
             try:
                 cursor = 0.0  # where the gateway's playback queue ends, on the call's clock
                 async for out in session.run(caller):
