@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from .campaign.cli import campaign_app
 from .config import Settings
 from .errors import VoicebotError
 
@@ -21,6 +22,7 @@ calls_app = typer.Typer(no_args_is_help=True, help="Read call records back from 
 app.add_typer(dialplan_app, name="dialplan")
 app.add_typer(models_app, name="models")
 app.add_typer(calls_app, name="calls")
+app.add_typer(campaign_app, name="campaign")
 
 # soft_wrap: never break a `file:line:col: ...` message or a transcript line across lines.
 console = Console(soft_wrap=True)
