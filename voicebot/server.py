@@ -87,6 +87,7 @@ class VoiceServer:
         raw_routes: Mapping[str, Callable[[ServerConnection], Awaitable[None]]] | None = None,
         twilio_auth_token: str = "",
         public_url: str = "",
+        on_start: Callable[[CallStart, Mapping[str, str]], CallStart] | None = None,
     ) -> None:
         if require_auth and not tokens and not twilio_auth_token:
             raise VoicebotError("refusing to serve without gateway tokens (give --token, or --no-auth for tests)",
@@ -100,6 +101,8 @@ class VoiceServer:
         self.limits = limits or ServerLimits()
         self.host, self.port, self.tls = host, port, tls
         self.session_config = session_config or (lambda rate: SessionConfig(rate=rate))
+        # Completes or refuses a call's start from its URL query (e.g. an outbound attempt's token).
+        self.on_start = on_start
         self.active: dict[str, int] = {}  # live calls per route
         self._server: Server | None = None
         self._calls: set[asyncio.Task] = set()
@@ -303,6 +306,8 @@ class _Connection:
     async def _start(self, start: CallStart) -> None:
         if self.session_task is not None:
             raise ProtocolError(f"{self.codec.name}: a second start on one connection")
+        if self.server.on_start is not None:
+            start = self.server.on_start(start, self.codec.query)
         if start.rate not in LINE_RATES:
             raise ProtocolError(f"line rate {start.rate} Hz is not supported; use 8000 or 16000",
                                 close_code=CLOSE_UNSUPPORTED)

@@ -65,6 +65,16 @@ def run(
                                                      "(0: as fast as possible) [0]")] = None,
     callees: Annotated[str | None, typer.Option(help="Simulator: scripted callees YAML (default: callees "
                                                 "who answer what each state asks)")] = None,
+    originate_url: Annotated[str | None, typer.Option(help="http/mqtt dialer: the gateway's originate endpoint "
+                                                      "(http://... or mqtt://host:1883)")] = None,
+    originate_topic: Annotated[str | None, typer.Option(help="mqtt dialer: the topic originate commands go "
+                                                        "to [voicebot/originate]")] = None,
+    public_url: Annotated[str | None, typer.Option(help="http/mqtt dialer: ws(s)://host:port at which the "
+                                                   "gateway reaches this process")] = None,
+    listen: Annotated[str | None, typer.Option(help="http/mqtt dialer: HOST:PORT to serve the answered calls' "
+                                               "websockets on [0.0.0.0:8090]")] = None,
+    gateway_path: Annotated[str | None, typer.Option(help="http/mqtt dialer: the codec route the gateway "
+                                                     "speaks, e.g. /native, /twilio, /audio_fork [/native]")] = None,
     report: Annotated[Path | None, typer.Option(help="Write results.csv, results.json, report.json and "
                                                 "funnel.svg here at the end")] = None,
     store: Annotated[Path | None, typer.Option(help="Also save every call record to this call store "
@@ -78,7 +88,9 @@ def run(
     given = {"dialer": dialer, "concurrency": concurrency, "cps": cps, "max_attempts": max_attempts,
              "retry_delay": retry_delay, "retry_on": retry_on, "window": window, "timezone": timezone,
              "max_per_number": max_per_number, "cap_period": cap_period, "redial_interrupted": redial_interrupted,
-             "seed": seed, "mix": mix, "time_scale": time_scale, "callees": callees}
+             "seed": seed, "mix": mix, "time_scale": time_scale, "callees": callees,
+             "originate_url": originate_url, "originate_topic": originate_topic, "public_url": public_url,
+             "listen": listen, "gateway_path": gateway_path}
     launch = Launch(contacts=contacts, plan=plan, name=name or contacts.stem, db=_db(db), given=given,
                     dnc_file=dnc, store=store)
     view = ProgressView(console, enabled=progress)

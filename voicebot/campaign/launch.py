@@ -25,7 +25,9 @@ DEFAULTS: dict[str, Any] = {
     "dialer": "simulator", "concurrency": 10, "cps": 2.0, "max_attempts": 3, "retry_delay": "30m",
     "retry_on": sorted(rules.RETRYABLE_DEFAULT), "window": "09:00-21:00", "timezone": "Asia/Shanghai",
     "max_per_number": 3, "cap_period": "24h", "redial_interrupted": False, "seed": 0,
-    "mix": "", "time_scale": 0.0, "callees": "", "originate_url": "", "originate_topic": "", "public_url": "",
+    "mix": "", "time_scale": 0.0, "callees": "", "originate_url": "", "originate_topic": "voicebot/originate",
+    "public_url": "", "listen": "0.0.0.0:8090",
+    "gateway_path": "/native",
 }
 
 
@@ -124,7 +126,29 @@ def make_dialer(options: dict[str, Any], *, loaded: LoadedPlan, settings: Settin
         personas = load_personas(options["callees"]) if options["callees"] else None
         return SimulatedGateway(plan=loaded, settings=settings, mix=mix, seed=int(options["seed"]),
                                 time_scale=float(options["time_scale"]), personas=personas)
+    if kind in ("http", "mqtt"):
+        return _gateway_dialer(kind, options, loaded=loaded, settings=settings)
     raise CampaignError(f"unknown dialer {kind!r}; one of: simulator, http, mqtt", code="campaign_options")
+
+
+def _gateway_dialer(kind: str, options: dict[str, Any], *, loaded: LoadedPlan, settings: Settings) -> Dialer:
+    from ..serve import CODECS
+    from ..server import Route
+    from .gateway import GatewayDialer, HttpOriginator, MqttOriginator
+
+    url, public = str(options["originate_url"]), str(options["public_url"])
+    if not url or not public:
+        raise CampaignError(f"--dialer {kind} needs --originate-url and --public-url (the ws:// address the "
+                            "gateway connects back to)", code="campaign_options")
+    host, _, port = str(options["listen"]).rpartition(":")
+    if not host or not port.isdigit():
+        raise CampaignError(f"--listen must be HOST:PORT, not {options['listen']!r}", code="campaign_options")
+    originator = (HttpOriginator(url, token=next(iter(sorted(settings.gateway_tokens)), ""))
+                  if kind == "http" else MqttOriginator(url, str(options["originate_topic"])))
+    routes = [Route(codec.path, codec, plan=loaded.plan.plan, max_calls=int(options["concurrency"]))
+              for codec in CODECS]
+    return GatewayDialer(plan=loaded, settings=settings, originator=originator, routes=routes, public_url=public,
+                         host=host, port=int(port), gateway_path=str(options["gateway_path"]))
 
 
 async def run_campaign(launch: Launch, *, settings: Settings, emit: Callable[[object], None],
