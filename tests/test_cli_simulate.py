@@ -76,11 +76,24 @@ def test_simulate_bad_input_is_a_clear_error(tmp_path):
     assert bad_var.returncode == 2 and "NAME=VALUE" in bad_var.stderr
 
 
-def test_demo_prints_a_whole_call(tmp_path):
-    """The README's main command shows a complete demo conversation."""
-    done = run_cli(["demo"], tmp_path)
+def test_demo_call_prints_a_whole_call(tmp_path):
+    """`voicebot demo --call` shows one complete conversation."""
+    done = run_cli(["demo", "--call"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert "robot" in done.stdout and "caller" in done.stdout and "outcome: rescheduled" in done.stdout
+
+
+def test_demo_runs_a_campaign_and_writes_its_report(tmp_path):
+    """The README's main command: a demo campaign on the simulator, its report on screen and on disk."""
+    done = run_cli(["demo"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "campaign demo: done" in done.stdout and "36 (36 finished, 0 pending)" in done.stdout
+    assert "robot" in done.stdout and "callee" in done.stdout  # one whole conversation is shown
+    report = tmp_path / "data" / "demo" / "report"
+    summary = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    assert summary["contacts"] == 36 and summary["finished"] == 36 and sum(summary["outcomes"].values()) == 36
+    assert (report / "results.csv").read_text(encoding="utf-8").count("\n") == 37  # header + one per contact
+    assert (report / "funnel.svg").read_text(encoding="utf-8").startswith("<svg")
 
 
 def test_simulate_wav_without_a_model_says_how_to_get_one(tmp_path):

@@ -349,12 +349,21 @@ def serve(
 
 
 @app.command()
-def demo() -> None:
-    """Run the shipped pre-delivery plan as a demo call and print the conversation."""
+def demo(
+    call: Annotated[bool, typer.Option("--call", help="Just one call, printed turn by turn")] = False,
+) -> None:
+    """Run a demo campaign of pre-delivery calls on the simulator gateway and show its report."""
+    plan = REPO_ROOT / "dialplans" / "pre_delivery.yaml"
+    if not call:
+        from .campaign.demo import run_demo
+
+        try:
+            raise typer.Exit(run_demo(console, settings=Settings.from_env(), plan=plan))
+        except VoicebotError as err:
+            raise _fail(err) from err
     from .simulate import CallerStep, ConversationPrinter
     from .simulate import simulate as run_simulation
 
-    plan = REPO_ROOT / "dialplans" / "pre_delivery.yaml"
     steps = [CallerStep("say", "什么快递啊"), CallerStep("silence"), CallerStep("say", "那个，明天下午三点再送吧")]
     variables = {"customer_name": "王先生", "tracking_tail": "5678"}
     console.rule("voicebot demo: 派前电联 (pre-delivery confirmation), zh-CN")

@@ -37,6 +37,7 @@ class ProgressView:
         if self.live is not None:
             self.live.update(self._render())
             self.live.__exit__(None, None, None)
+            self.console.line()  # the last live line has no newline of its own
 
     def __call__(self, event: object) -> None:
         """Take one runner event."""
@@ -78,7 +79,7 @@ class ProgressView:
         self.progress.update(self.task, total=max(self.total, 1), completed=self.finished, eta=self._eta())
         stats = Table.grid(padding=(0, 2))
         stats.add_row(f"dialled [bold]{self.dialled}[/]", f"attempts [bold]{self.attempts}[/]",
-                      f"answered [bold]{self.answered}[/]", f"in progress [bold]{self.live_calls}[/]")
+                      f"answered calls [bold]{self.answered}[/]", f"in progress [bold]{self.live_calls}[/]")
         outcomes = Table.grid(padding=(0, 2))
         for name, count in self.outcomes.most_common(8):
             outcomes.add_row(name, str(count))
