@@ -9,6 +9,7 @@ on our side is real: the HTTP request, the MQTT broker, the server, Vosk, TTS, S
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -58,10 +59,9 @@ class FakeTelephonyGateway:
 
     async def media(self, url: str, answers: list[bytes]) -> None:
         """Play the callee: listen to each prompt (silence as long as it), then say the next answer."""
-        try:
+        # The robot's goodbye went out and the server closed the leg: the callee has nothing more to do.
+        with contextlib.suppress(websockets.ConnectionClosed):
             await self._media(url, answers)
-        except websockets.ConnectionClosed:
-            pass  # we hang up: the robot's goodbye went out and the server closed the leg
 
     async def _media(self, url: str, answers: list[bytes]) -> None:
         pending = iter(answers)

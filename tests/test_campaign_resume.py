@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import PLANS, REPO
 
 from voicebot.campaign.rules import RETRYABLE_DEFAULT
@@ -89,3 +90,18 @@ def test_sigkill_then_rerun_calls_nobody_twice_and_keeps_every_result(tmp_path):
     finally:
         conn.close()
     assert states == [("done", CONTACTS)] and status == "done"
+
+
+def test_a_second_run_of_the_same_campaign_is_refused_while_the_first_holds_it(tmp_path):
+    """Two runners would close each other's live calls as cut off; the second is turned away, clearly."""
+    from voicebot.campaign.db import CampaignError
+    from voicebot.campaign.launch import _exclusive
+
+    db = tmp_path / "campaigns.db"
+    with _exclusive(db, "spring"):
+        with pytest.raises(CampaignError, match="already being run by another process"), _exclusive(db, "spring"):
+            pass
+        with _exclusive(db, "autumn"):  # another campaign in the same database is free to run
+            pass
+    with _exclusive(db, "spring"):  # released when the first run ends
+        pass

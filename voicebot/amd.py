@@ -19,7 +19,7 @@ Verdict = Literal["human", "machine", "unknown"]
 class AmdConfig:
     """Thresholds in seconds, after the usual greeting-length heuristics (as in Asterisk's AMD)."""
 
-    max_greeting: float = 1.6  # speech longer than this at once is a recorded greeting, not "喂？"
+    max_greeting: float = 1.6  # more speech than this before a pause is a recorded greeting, not "喂？"
     after_greeting_silence: float = 0.7  # a short hello, then this much silence: a person waiting for us
     max_initial_silence: float = 3.0  # nobody speaks: give up and treat as unknown (we then talk)
     max_analysis: float = 5.0  # never hold the call longer than this before deciding
@@ -56,6 +56,9 @@ class AnsweringMachineDetector:
         self._seconds = 0.0
         self._speech_start: float | None = None
         self._speech_end: float | None = None
+        # Speech in the utterances already ended: a greeting of short sentences with short pauses between
+        # them is still one long greeting (Asterisk's AMD also sums the voice, not just the current word).
+        self._voiced = 0.0
         self._spoke = False
         self._tone = 0.0  # seconds of steady tone in a row
         self.result: AmdResult | None = None
@@ -84,8 +87,9 @@ class AnsweringMachineDetector:
                 self._spoke, self._speech_start, self._speech_end = True, event.at, None
             elif isinstance(event, SpeechEnded):
                 self._speech_end = event.at
+                self._voiced += event.duration
         if self.vad.in_speech and self._speech_start is not None:
-            if self._seconds - self._speech_start > cfg.max_greeting:
+            if self._voiced + self._seconds - self._speech_start > cfg.max_greeting:
                 return self._decide("machine", "long greeting")
         elif self._speech_end is not None and self._seconds - self._speech_end >= cfg.after_greeting_silence:
             return self._decide("human", "short greeting, then silence")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -45,7 +46,7 @@ def _windows(text: str) -> tuple[Window, ...]:
             raise ValueError(f"{part.strip()!r} ends before it starts (ranges past midnight: split them)")
         out.append(window)
     out.sort()
-    for (_, end), (start, _) in zip(out, out[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(out):
         if start < end:
             raise ValueError(f"overlapping ranges in {text.strip()!r}")
     return tuple(out)

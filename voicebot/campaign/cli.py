@@ -32,6 +32,14 @@ def _fail(err: VoicebotError | str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _run_db(coro):
+    """Run one database coroutine; a coded error (e.g. --db is not a campaign database) exits 1 with its message."""
+    try:
+        return asyncio.run(coro)
+    except VoicebotError as err:
+        raise _fail(err) from err
+
+
 @campaign_app.command("run")
 def run(
     contacts: Annotated[Path, typer.Argument(help="Contacts: CSV with a header, or JSONL; a `phone` column, the "
@@ -232,7 +240,7 @@ def dnc_add(numbers: list[str], db: DbOption = None,
         async with CampaignDB(_db(db)) as cdb:
             return await cdb.add_dnc(phones, source=source)
 
-    console.print(f"{asyncio.run(add())} number(s) added")
+    console.print(f"{_run_db(add())} number(s) added")
 
 
 @dnc_app.command("remove")
@@ -244,7 +252,7 @@ def dnc_remove(number: str, db: DbOption = None) -> None:
         async with CampaignDB(_db(db)) as cdb:
             return await cdb.remove_dnc(number)
 
-    if not asyncio.run(remove()):
+    if not _run_db(remove()):
         raise _fail("that number is not on the do-not-call list")
     console.print("removed")
 
@@ -259,6 +267,6 @@ def dnc_list(db: DbOption = None) -> None:
             return await cdb.dnc_entries()
 
     table = Table("number", "source", "added")
-    for masked, source, added in asyncio.run(fetch()):
+    for masked, source, added in _run_db(fetch()):
         table.add_row(masked, escape(source), added)
     console.print(table)

@@ -57,8 +57,20 @@ def normalize_phone(raw: str) -> str:
     if text.startswith("00"):
         text = "+" + text[2:]
     if not _PHONE.match(text):
-        raise ValueError(f"{mask_number(raw)!r} is not a phone number (5 to 20 digits, optional leading +)")
+        raise ValueError(f"{_mask_unreadable(raw)!r} is not a phone number (5 to 20 digits, optional leading +)")
     return text
+
+
+def _mask_unreadable(raw: str) -> str:
+    """Every digit but the last four hidden: a cell that is not one number may hold two whole ones."""
+    raw = raw.strip()[:40]
+    count = sum(ch.isdigit() for ch in raw)
+    keep = 4 if count >= 7 else 0
+    seen, out = 0, []
+    for ch in raw:
+        seen += ch.isdigit()
+        out.append("*" if ch.isdigit() and seen <= count - keep else ch)
+    return "".join(out)
 
 
 def subscriber_key(phone: str) -> str:
@@ -73,14 +85,20 @@ def subscriber_key(phone: str) -> str:
 def file_digest(path: Path) -> str:
     """SHA-256 of the file, so a resumed campaign can tell its contacts were not swapped."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as err:  # read before the rows are checked: a missing file must still say so plainly
+        raise ContactsError(f"{path}: cannot read: {err.strerror or err}") from err
     return digest.hexdigest()
 
 
 def _rows(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """(line number, row dict) per record, or (line number, error text) for a row that cannot be read."""
+    if path.suffix.lower() == ".json":
+        yield 1, "a .json file is not read: give CSV (.csv) or one JSON object per line (.jsonl)"
+        return
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         for number, line in enumerate(text.splitlines(), start=1):
             if not line.strip():

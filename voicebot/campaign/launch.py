@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import hashlib
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,8 @@ def parse_windows(spec: str) -> WeeklyHours:
         days, sep, hours = part.partition("=")
         if not sep:
             raise ValueError(f"{part!r}: expected DAYS=HH:MM-HH:MM")
+        if days.strip() in pairs:  # a dict would keep only the last one, silently
+            raise ValueError(f"{days.strip()} is given twice")
         pairs[days.strip()] = hours.strip()
     return WeeklyHours.parse(pairs)
 
@@ -154,6 +159,32 @@ def _gateway_dialer(kind: str, options: dict[str, Any], *, loaded: LoadedPlan, s
 async def run_campaign(launch: Launch, *, settings: Settings, emit: Callable[[object], None],
                        make: Callable[..., Dialer] = make_dialer) -> tuple[str, int]:
     """Run (or continue) the campaign until it ends or is stopped; returns (status, numbers added to DNC)."""
+    with _exclusive(launch.db, launch.name):
+        return await _run_locked(launch, settings=settings, emit=emit, make=make)
+
+
+@contextlib.contextmanager
+def _exclusive(db: Path, name: str) -> Iterator[None]:
+    """One `campaign run` per campaign at a time: a second would close the first one's live calls as cut off.
+
+    An OS file lock, so a killed run never leaves it held.
+    """
+    db.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    with open(db.with_name(f"{db.name}.{digest}.lock"), "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CampaignError(f"campaign {name!r} is already being run by another process",
+                                code="campaign_busy") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+async def _run_locked(launch: Launch, *, settings: Settings, emit: Callable[[object], None],
+                      make: Callable[..., Dialer]) -> tuple[str, int]:
     async with CampaignDB(launch.db) as db:
         loaded, options, added = await prepare(launch, db)
         store = CallStore(launch.store) if launch.store else None

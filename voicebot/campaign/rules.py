@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -31,6 +32,8 @@ def parse_duration(text: str) -> float:
         value = float(number) * (scale or 1)
     except ValueError:
         raise ValueError(f"{text!r} is not a duration like 90s, 30m, 2h") from None
+    if not math.isfinite(value):  # 'nan' and 'inf' parse as floats; stored as next_at they break every comparison
+        raise ValueError(f"{text!r} is not a duration like 90s, 30m, 2h")
     if value < 0:
         raise ValueError(f"{text!r}: a duration cannot be negative")
     return value
@@ -64,6 +67,12 @@ class CallingPolicy:
     windows: WeeklyHours = field(default_factory=lambda: WeeklyHours.parse("09:00-21:00"))
     max_per_number: int = 3  # attempts to one number, over all campaigns in the database...
     per_seconds: float = 86400.0  # ...within this rolling period
+
+    def __post_init__(self) -> None:
+        if self.max_per_number < 1:  # 0 would leave no attempt ever allowed (and no sensible "free at")
+            raise ValueError("max calls per number must be at least 1")
+        if not 0 <= self.per_seconds < math.inf:
+            raise ValueError("the frequency cap's period must be a finite, non-negative duration")
 
     def next_allowed(self, now: float, timezone: str) -> float | None:
         """`now` if it is inside the callee's window, else the start of the next one; None if never."""

@@ -106,6 +106,7 @@ class CampaignRunner:
         self.emit, self.call_emit, self.store, self.clock = emit, call_emit, store, clock
         self._live: set[asyncio.Task] = set()
         self._side: set[asyncio.Task] = set()  # do-not-call writes made during calls
+        self._live_numbers: set[str] = set()  # subscribers (phone keys) on a call with us right now
         self._stopping = False
         self._next_dial = 0.0
 
@@ -181,9 +182,14 @@ class CampaignRunner:
         for contact in await self.db.due(self.name, now=self.clock(), limit=free):
             if self._stopping:
                 break
+            if contact.phone_key in self._live_numbers:
+                continue  # one person, two contacts (two parcels): never ring them twice at once
             if not await self._may_call(contact):
                 continue
             await self._pace()
+            # A pause, cancel or stop made while this batch was being paced holds from the very next dial.
+            if self._stopping or (await self.db.require(self.name)).status != "running":
+                break
             claimed = await self.db.claim(self.name, contact.contact_id, now=self.clock())
             if claimed is None:
                 continue
@@ -195,9 +201,17 @@ class CampaignRunner:
                                      phone_masked=mask_number(contact.phone)))
             task = asyncio.create_task(self._attempt(call, contact), name=f"attempt-{attempt_id}")
             self._live.add(task)
-            task.add_done_callback(self._live.discard)
+            self._live_numbers.add(contact.phone_key)
+            task.add_done_callback(lambda _task, key=contact.phone_key: self._live_numbers.discard(key))
+            task.add_done_callback(self._attempt_done)
             started += 1
         return started
+
+    def _attempt_done(self, task: asyncio.Task) -> None:
+        self._live.discard(task)
+        if not task.cancelled() and (err := task.exception()) is not None:
+            log.error("attempt task %s failed; its attempt stays open until the next run", task.get_name(),
+                      exc_info=err)
 
     async def _pace(self) -> None:
         """Calls per second: each dial waits for its slot."""
@@ -251,6 +265,9 @@ class CampaignRunner:
         except VoicebotError as err:
             log.warning("attempt %s to %s failed: %s", call.attempt_id, mask_number(call.phone), err)
             result = DialResult(outcome=rules.FAILED, detail=str(err))
+        except Exception as err:  # a broken dialer must not leave the attempt open with its error unseen
+            log.exception("attempt %s to %s: the dialer crashed", call.attempt_id, mask_number(call.phone))
+            result = DialResult(outcome=rules.FAILED, detail=f"dialer error: {type(err).__name__}: {err}")
         if result.outcome == rules.DO_NOT_CALL and not dnc_heard:
             await self.db.add_dnc([call.phone], source=f"outcome of call {call.call_id}")
         now = self.clock()
