@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from voicebot.asr import TranscriptReplayRecognizer
 from voicebot.config import Settings
+from voicebot.simulate import CallerStep
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "audio_fixtures"
@@ -33,3 +35,22 @@ def fixture_path(language: str, fixture_id: str, rate: int = 8000) -> Path:
 def settings(tmp_path: Path) -> Settings:
     """Settings whose cache and data live in this test's temporary folder."""
     return Settings.from_env({"HOME": str(tmp_path)}, cache_dir=tmp_path / "cache", data_dir=tmp_path / "data")
+
+
+def scripted_caller(language: str, answers: list[str], rate: int = 8000
+                    ) -> tuple[list[CallerStep], TranscriptReplayRecognizer]:
+    """A caller who answers each prompt in turn: a fixture id plays its WAV, "keys:5" presses keys, "silence".
+
+    The recogniser is the FAKE TranscriptReplayRecognizer (no zh/en Vosk model installs here): it "hears"
+    each played fixture as its manifest text.
+    """
+    steps, texts = [], []
+    for answer in answers:
+        if answer == "silence":
+            steps.append(CallerStep("silence"))
+        elif answer.startswith("keys:"):
+            steps.append(CallerStep("keys", answer.removeprefix("keys:")))
+        else:
+            steps.append(CallerStep("wav", str(fixture_path(language, answer, rate))))
+            texts.append(fixture_entry(language, answer, rate)["text"])
+    return steps, TranscriptReplayRecognizer(texts, rate=rate, language=language)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from .asr import Recognizer
 from .audio import StreamResampler, duration
 from .dialog.engine import DialogEngine, DialogState
+from .dialog.plan import IN_BUSINESS_HOURS
 from .dtmf import DtmfDetector
 from .errors import AudioFormatError, VoicebotError
 from .events import (
@@ -22,11 +23,13 @@ from .events import (
     Error,
     Hangup,
     Intent,
+    Invoke,
     Listen,
     NoInput,
     NoMatch,
     Play,
     Say,
+    ServiceResult,
     SpeechEnded,
     SpeechStarted,
     StateEntered,
@@ -38,6 +41,7 @@ from .events import (
 from .gateways.base import MarkReached, mark_name, prompt_of_mark
 from .intent import match, match_dtmf
 from .record import CallRecord, Turn, mask_number, mask_value
+from .services import ServiceNotFound, Services
 from .textnorm import normalize
 from .vad import Segmenter, VadConfig
 
@@ -47,6 +51,8 @@ Outgoing = Play | StopPlayback | Transfer | Hangup
 Speak = Callable[[Say], Awaitable[bytes]]  # renders a prompt as PCM16 at the session's rate
 KEYPAD_SLOTS = frozenset({"digits", "phone", "tracking_number", "number"})
 MAX_CHUNK_SECONDS = 1.0
+MAX_SERVICE_VALUES = 50  # a service answer larger than this is cut: it feeds variables, not a database
+MAX_SERVICE_VALUE_CHARS = 500
 TONE_GUARD_SECONDS = 0.3  # after an in-band key tone, "speech" starting this soon is the tone itself
 ASR_BATCH_MS = 100  # utterance audio goes to the recogniser in batches this long
 PREROLL_SECONDS = 0.3  # audio before the VAD's speech start that still goes to the recogniser
@@ -86,8 +92,10 @@ class CallSession:
         caller: str = "",
         config: SessionConfig | None = None,
         clock: Callable[[], datetime] | None = None,
+        services: Services | None = None,
     ) -> None:
         self.call_id = call_id
+        self.services = services
         self.engine = engine
         self.recognizer = recognizer
         self.speak = speak
@@ -137,12 +145,14 @@ class CallSession:
         loop = asyncio.get_running_loop()
         self._wall_start = loop.time()
         self.record.started_at = self._clock().isoformat(timespec="seconds")
+        self._variables = {**self._variables, **self._builtin_variables()}
         self.emit(CallStarted(call_id=self.call_id, plan=self.record.plan, language=self.record.language,
                               variables=self._masked(self._variables), direction=self.record.direction,
                               caller=self.record.caller))
         ended_by = "caller"
         try:
-            self.state, actions = self.engine.start(variables=self._variables, language=self._language)
+            self.state, actions = self.engine.start(variables=self._variables, language=self._language,
+                                                    now=self._clock())
             self.record.language = self.state.language
             self.record.variables = self._masked(self.state.variables)
             self.emit(StateEntered(call_id=self.call_id, state=self.state.state))
@@ -184,6 +194,13 @@ class CallSession:
                 return []
         raise AudioFormatError(f"unexpected input {type(item).__name__}")
 
+    def _builtin_variables(self) -> dict[str, object]:
+        """Variables the session supplies from its clock: in_business_hours when the plan has opening hours."""
+        hours = self.engine.plan.business_hours
+        if hours is None:
+            return {}
+        return {IN_BUSINESS_HOURS: "yes" if hours.is_open(self._clock()) else "no"}
+
     def _masked(self, variables: Mapping[str, object]) -> dict[str, object]:
         """Variables as events and records may carry them: the plan's pii variables masked."""
         pii = self._pii
@@ -191,7 +208,12 @@ class CallSession:
 
     def _mask_turns(self, variables: Mapping[str, object]) -> None:
         """Personal values leave the record masked: in slots, in what was heard, in prompts that read them out."""
-        secrets = {str(v): mask_value(v) for k, v in variables.items() if k in self._pii and v not in (None, "")}
+        secrets: dict[str, str] = {}
+        for name, value in variables.items():
+            if name in self._pii and value not in (None, ""):
+                raw = str(value)
+                spoken = " ".join(raw.replace(" ", ""))  # as the `digits` filter reads it out (pickup codes)
+                secrets |= {raw: mask_value(raw), spoken: mask_value(spoken)}
         if not secrets:
             return
         for turn in self.record.turns:
@@ -379,7 +401,7 @@ class CallSession:
         self._keys = ""  # keys typed for this state never spill into the next
         if self._latency_from is None:
             self._latency_from = asyncio.get_running_loop().time()
-        self.state, actions = self.engine.step(self.state, result)
+        self.state, actions = self.engine.step(self.state, result, now=self._clock())
         turn = self._turn
         if turn is not None:
             if isinstance(result, Intent):
@@ -405,7 +427,7 @@ class CallSession:
                 case Say():
                     out.append(await self._say(action))
                 case Listen():
-                    await self.recognizer.set_grammar(action.grammar)
+                    await self.recognizer.set_grammar(action.grammar or None)  # () = free text
                     self._listen = action
                     self._deadline = self.playing_until + action.timeout
                     self._speech_open = False
@@ -427,6 +449,52 @@ class CallSession:
                     out.append(transfer)
                 case Hangup():
                     out.append(await self._hang_up(action.reason))
+                case Invoke():
+                    out += await self._invoke(action)
+        return out
+
+    async def _invoke(self, action: Invoke) -> list[Outgoing]:
+        """Call a back-end service for the dialog, bounded in time; any failure is the plan's `error` branch."""
+        self.emit(Invoke(service=action.service, args=self._mask_text(action.args), into=action.into,
+                         timeout=action.timeout))
+        try:
+            if self.services is None:
+                raise VoicebotError("no services are configured for this call", code="no_services")
+            values = await asyncio.wait_for(self.services.invoke(action.service, action.args, call_id=self.call_id),
+                                            timeout=action.timeout)
+            items = list(dict(values).items())[:MAX_SERVICE_VALUES]
+            result = ServiceResult(service=action.service, status="ok",
+                                   values={str(k): str(v)[:MAX_SERVICE_VALUE_CHARS] for k, v in items})
+        except ServiceNotFound as err:
+            result = ServiceResult(service=action.service, status="not_found", detail=err.message)
+        except TimeoutError:
+            result = ServiceResult(service=action.service, status="error",
+                                   detail=f"no answer within {action.timeout:g} s")
+            self.emit(Error(code="service_timeout", message=f"{action.service}: {result.detail}", call_id=self.call_id))
+        except VoicebotError as err:
+            result = ServiceResult(service=action.service, status="error", detail=err.message)
+            self.emit(Error(code=err.code, message=f"{action.service}: {err.message}", call_id=self.call_id))
+        except Exception as err:  # a broken service must not end the call: the plan apologises or transfers
+            result = ServiceResult(service=action.service, status="error", detail=f"{type(err).__name__}: {err}")
+            self.emit(Error(code="service_failed", message=f"{action.service}: {result.detail}", call_id=self.call_id))
+        self.emit(ServiceResult(service=result.service, status=result.status, values=self._mask_text(result.values),
+                                detail=result.detail))
+        previous = self.state.state
+        self.state, actions = self.engine.step(self.state, result, now=self._clock())
+        if self.state.state != previous:
+            self.emit(StateEntered(call_id=self.call_id, state=self.state.state, previous=previous))
+        return await self._perform(actions)
+
+    def _mask_text(self, values: Mapping[str, str]) -> dict[str, str]:
+        """Values as events may carry them: the call's personal variables masked wherever they appear."""
+        state = self.state
+        secrets = {str(v): mask_value(v) for k, v in (state.variables.items() if state else ())
+                   if k in self._pii and v not in (None, "")}
+        out = {}
+        for key, value in values.items():
+            for raw, masked in secrets.items():
+                value = value.replace(raw, masked)
+            out[key] = value
         return out
 
     async def _say(self, say: Say) -> Play:

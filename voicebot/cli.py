@@ -162,6 +162,10 @@ def simulate(
     record: Annotated[Path | None, typer.Option("--record", help="Write both sides of the call to this WAV")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the call record as JSON at the end")] = False,
     db: Annotated[Path | None, typer.Option(help="Also save the call record in this store file")] = None,
+    services_db: Annotated[Path | None, typer.Option(
+        help="Built-in services (parcel lookup, tickets, bookings) on this SQLite file")] = None,
+    parcels: Annotated[Path | None, typer.Option(
+        help="Load parcels for parcels.lookup from this .csv/.json (with no --services-db: in memory)")] = None,
 ) -> None:
     """Run one call offline: --say TEXT / --wav FILE / --keys DIGITS / --silence, in order; none = chat."""
     from .simulate import CallerStep, ConversationPrinter
@@ -192,9 +196,16 @@ def simulate(
 
         async with contextlib.AsyncExitStack() as stack:
             store = await stack.enter_async_context(CallStore(db)) if db else None
+            services = None
+            if services_db or parcels:
+                from .services import SqliteServices
+
+                services = await stack.enter_async_context(
+                    SqliteServices(services_db or ":memory:", parcels=parcels))
             return await run_simulation(plan=dialplan, steps=steps, variables=variables, settings=settings,
                                         emit=ConversationPrinter(console), language=lang, rate=rate,
-                                        record_to=record, ask=ask if interactive else None, store=store)
+                                        record_to=record, ask=ask if interactive else None, store=store,
+                                        services=services)
 
     try:
         record_ = asyncio.run(run())
@@ -322,6 +333,9 @@ def serve(
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on this port")] = None,
     asr_language: Annotated[str, typer.Option(help="Language of the vosk-server compatible /asr")] = "ko-KR",
     db: Annotated[Path | None, typer.Option(help="Call store (default: DATA_DIR/calls.db)")] = None,
+    services_db: Annotated[Path | None, typer.Option(
+        help="Built-in services for plans' invoke: states (default with --parcels: DATA_DIR/services.db)")] = None,
+    parcels: Annotated[Path | None, typer.Option(help="Load parcels for parcels.lookup from this .csv/.json")] = None,
 ) -> None:
     """Serve live calls to telephony gateways over websockets (and AudioSocket), until SIGTERM."""
     import logging
@@ -338,7 +352,8 @@ def serve(
     options = ServeOptions(plans_dir=plans, host=host, port=port, default_plan=plan,
                            route_plans=_route_plans(route or []), tokens=tokens, require_auth=not no_auth,
                            max_calls=max_calls, tls_cert=tls_cert, tls_key=tls_key, audiosocket_port=audiosocket,
-                           metrics_port=metrics_port, asr_language=asr_language, db=db)
+                           metrics_port=metrics_port, asr_language=asr_language, db=db,
+                           services_db=services_db, parcels=parcels)
     try:
         asyncio.run(run_server(options, settings))
     except VoicebotError as err:

@@ -147,6 +147,26 @@ class Hangup:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Invoke:
+    """Call back-end service `service` with `args`; the session answers the engine with a ServiceResult."""
+
+    service: str
+    args: dict[str, str] = field(default_factory=dict)
+    into: str = ""  # the result's values become variables `<into>_<key>`
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceResult:
+    """What a service call came back with: status ok, not_found or error, and its values."""
+
+    service: str
+    status: str
+    values: dict[str, str] = field(default_factory=dict)
+    detail: str = ""  # why it failed, for logs; never shown to the caller
+
+
 # --- lifecycle and bookkeeping --------------------------------------------------------------------
 
 
@@ -198,6 +218,6 @@ class Error:
 
 
 # What the dialog engine may ask the session to do.
-Action = Say | Listen | Transfer | Hangup
+Action = Say | Listen | Transfer | Hangup | Invoke
 # What the dialog engine reacts to.
-DialogInput = Intent | NoMatch | NoInput
+DialogInput = Intent | NoMatch | NoInput | ServiceResult

@@ -341,8 +341,13 @@ def match_dtmf(digits: str, expectation: Expectation) -> Intent | NoMatch:
 
 
 def grammar(expectation: Expectation) -> tuple[str, ...]:
-    """Phrases for a per-state Vosk grammar: the intents' phrases, the capture's vocabulary, "[unk]"."""
+    """Phrases for a per-state Vosk grammar: the intents' phrases, the capture's vocabulary, "[unk]".
+
+    Empty when the state captures free text: the recogniser then decodes freely.
+    """
     lang = expectation.language
+    if expectation.capture is not None and expectation.capture.type == "text":
+        return ()
     family = "zh" if is_zh(lang) else "ko" if lang.lower().startswith("ko") else "en"
     out: dict[str, None] = {}
     for spec in expectation.intents:

@@ -26,6 +26,7 @@ from .gateways.vosk_asr import serve_asr
 from .metrics import Metrics, MetricsServer, MetricsSink
 from .plans import PlanRegistry
 from .server import Route, ServerLimits, VoiceServer
+from .services import SqliteServices
 from .sinks import EventHub, StoreSink
 from .store import CallStore
 from .tts import PromptCache, Pyttsx3Synthesizer, render_prompt
@@ -52,6 +53,8 @@ class ServeOptions:
     metrics_port: int | None = None
     asr_language: str = "ko-KR"  # language of the vosk-server compatible /asr endpoint
     db: Path | None = None
+    services_db: Path | None = None  # built-in services (parcels, tickets, bookings); None with no parcels = none
+    parcels: Path | None = None
     limits: ServerLimits = field(default_factory=ServerLimits)
 
 
@@ -89,6 +92,10 @@ async def run_server(options: ServeOptions, settings: Settings, *, ready: Callab
         for name in plans.names:  # static prompts rendered before the first call
             await cache.prerender(plans.get(name).loaded.plan.static_texts(), rate=8000)
         store = await stack.enter_async_context(CallStore(options.db or settings.data_dir / "calls.db"))
+        services = None
+        if options.services_db or options.parcels:
+            services = await stack.enter_async_context(SqliteServices(
+                options.services_db or settings.data_dir / "services.db", parcels=options.parcels))
         sinks: list = [StoreSink(store), MetricsSink(metrics)]
         if settings.mqtt_url:
             mqtt = await stack.enter_async_context(MqttSink.from_url(settings.mqtt_url, pii=_pii(plans)))
@@ -117,7 +124,8 @@ async def run_server(options: ServeOptions, settings: Settings, *, ready: Callab
         server = VoiceServer(routes=routes, plans=plans, recognizer=recognizer, speak=speak, emitter=hub.emitter,
                              tokens=options.tokens, require_auth=options.require_auth, limits=options.limits,
                              host=options.host, port=options.port, tls=_tls(options), raw_routes={"/asr": asr},
-                             twilio_auth_token=settings.twilio_auth_token, public_url=settings.public_url)
+                             twilio_auth_token=settings.twilio_auth_token, public_url=settings.public_url,
+                             services=services)
         await stack.enter_async_context(server)
         if options.audiosocket_port is not None:
             tcp = await serve_audiosocket(server, host=options.host, port=options.audiosocket_port,

@@ -35,6 +35,7 @@ from .gateways.base import (
 )
 from .gateways.twilio import valid_twilio_signature
 from .plans import PlanRegistry
+from .services import Services
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class VoiceServer:
         raw_routes: Mapping[str, Callable[[ServerConnection], Awaitable[None]]] | None = None,
         twilio_auth_token: str = "",
         public_url: str = "",
+        services: Services | None = None,
         on_start: Callable[[CallStart, Mapping[str, str]], CallStart] | None = None,
     ) -> None:
         if require_auth and not tokens and not twilio_auth_token:
@@ -101,6 +103,7 @@ class VoiceServer:
         self.limits = limits or ServerLimits()
         self.host, self.port, self.tls = host, port, tls
         self.session_config = session_config or (lambda rate: SessionConfig(rate=rate))
+        self.services = services  # what plans' `invoke:` states call; None = every invoke is an error
         # Completes or refuses a call's start from its URL query (e.g. an outbound attempt's token).
         self.on_start = on_start
         self.active: dict[str, int] = {}  # live calls per route
@@ -324,6 +327,7 @@ class _Connection:
                 call_id=start.call_id, engine=version.engine, recognizer=recognizer,
                 speak=self.server.speak(start.rate, name), emit=self.emit, variables=dict(start.variables),
                 language=language, caller=start.caller, config=self.server.session_config(start.rate),
+                services=self.server.services,
             )
         except VoicebotError as err:
             raise ProtocolError(f"cannot start the call: {err.message}", close_code=1011) from err

@@ -30,6 +30,7 @@ from .events import (
     NoMatch,
     Play,
     Say,
+    ServiceResult,
     StateEntered,
     StopPlayback,
     Transcript,
@@ -37,6 +38,7 @@ from .events import (
 )
 from .record import CallRecord
 from .recording import CallRecorder
+from .services import Services
 from .store import CallStore
 from .tts import PromptCache, Pyttsx3Synthesizer, render_prompt
 
@@ -140,6 +142,9 @@ class ConversationPrinter:
                 c.print(f"       [dim]→ no input after {event.waited:g} s[/]", highlight=False)
             case StateEntered():
                 c.print(f"       [dim]→ state {event.state}[/]", highlight=False)
+            case ServiceResult():
+                shown = escape(f"{event.service}: {event.status} {event.values or event.detail}")
+                c.print(f"       [dim]→ service {shown}[/]", highlight=False)
             case StopPlayback():
                 c.print("       [yellow]↯ barge-in: robot stops talking[/]", highlight=False)
             case Transfer():
@@ -176,6 +181,7 @@ async def simulate(
     ask: Callable[[], asyncio.Future] | None = None,
     store: CallStore | None = None,
     clock: Callable[[], datetime] | None = None,
+    services: Services | None = None,
 ) -> CallRecord:
     """Run one call offline and return its record; `ask` supplies further steps interactively.
 
@@ -208,7 +214,7 @@ async def simulate(
             rec = recognizer or await make_recognizer(steps, language=lang, rate=rate, vosk=vosk)
             session = CallSession(call_id=f"sim-{uuid.uuid4().hex[:8]}", engine=engine, recognizer=rec,
                                   speak=speak, emit=on_event, variables=variables, language=lang,
-                                  config=SessionConfig(rate=rate), clock=clock)
+                                  config=SessionConfig(rate=rate), clock=clock, services=services)
             caller = ScriptedCaller(session, steps, rate=rate, recorder=recorder, ask=ask)
             try:
                 cursor = 0.0  # where the gateway's playback queue ends, on the call's clock

@@ -7,10 +7,14 @@ import re
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
-from .textnorm import is_zh, normalize, to_arabic
+from .textnorm import is_zh, normalize, to_arabic, tokens
 
 SLOT_TYPES = frozenset({"digits", "phone", "tracking_number", "yes_no", "date", "time", "datetime", "ordinal",
-                        "number"})
+                        "number", "text"})
+MAX_TEXT_CHARS = 300  # a free-text slot (complaint details) keeps this much of what was said
+# Words that alone say nothing: "呃 那个" is not a description.
+_HESITATIONS = frozenset({"那个", "这个", "就是", "就是说", "然后", "嗯", "呃", "额", "啊", "um", "uh", "er", "hmm",
+                          "well", "so", "like"})
 
 # Idioms that contain a negator yet mean yes ("没问题") or are politeness ("不好意思"), masked first.
 _YES_IDIOMS = ("没问题", "没事", "没关系", "不错", "no problem", "of course", "why not", "not a problem")
@@ -52,6 +56,10 @@ def extract(slot_type: str, text: str, *, language: str = "zh-CN", now: datetime
     norm = normalize(text, language=language)
     if not norm:
         return None
+    if slot_type == "text":  # whatever the caller said, as said: a description, not a value to parse
+        if all(t in _HESITATIONS for t in tokens(text, language=language)):
+            return None
+        return " ".join(text.split())[:MAX_TEXT_CHARS]
     extractor: Callable[[str, str, datetime], object | None] = _EXTRACTORS[slot_type]
     return extractor(norm, language, now or datetime.now())
 

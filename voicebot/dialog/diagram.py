@@ -37,6 +37,8 @@ def _edges(plan: Plan) -> Iterator[tuple[str, str, str]]:
     for name, state in plan.states.items():
         if state.next:
             yield name, state.next, ""
+        for case in state.branch:
+            yield name, case.goto, ", ".join(f"{k}={v}" for k, v in case.when.items()) or "else"
         if state.end == "hangup":
             yield name, f"hangup:{state.outcome or 'completed'}", ""
         elif state.end == "transfer":
@@ -69,7 +71,13 @@ def mermaid(plan: Plan) -> str:
     lines = ["flowchart TD", f"    start((start)) --> {ids[plan.start]}"]
     for name, nid in ids.items():
         if name in plan.states:
-            shape = f'{nid}["{name}"]' if plan.states[name].listens else f'{nid}("{name}")'
+            state = plan.states[name]
+            if state.branch:
+                shape = f'{nid}{{"{name}"}}'
+            elif state.invoke:
+                shape = f'{nid}[("{name}")]'  # a cylinder: a call to a back end
+            else:
+                shape = f'{nid}["{name}"]' if state.listens else f'{nid}("{name}")'
         elif name == _GLOBAL:
             shape = f'{nid}{{{{"{name}"}}}}'
         else:
@@ -88,7 +96,9 @@ def dot(plan: Plan) -> str:
              '  start [shape=circle, label="start"];', f"  start -> {ids[plan.start]};"]
     for name, nid in ids.items():
         if name in plan.states:
-            shape = "box" if plan.states[name].listens else "box, style=rounded"
+            state = plan.states[name]
+            shape = ("diamond" if state.branch else "cylinder" if state.invoke
+                     else "box" if state.listens else "box, style=rounded")
         else:
             shape = "hexagon" if name == _GLOBAL else "doubleoctagon"
         lines.append(f'  {nid} [shape={shape}, label="{_dq(name)}"];')

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
 from ..errors import DialogError
-from ..events import Action, Hangup, Intent, Listen, NoInput, NoMatch, PromptPart, Say, Transfer
+from ..events import (
+    Action,
+    Hangup,
+    Intent,
+    Invoke,
+    Listen,
+    NoInput,
+    NoMatch,
+    PromptPart,
+    Say,
+    ServiceResult,
+    Transfer,
+)
 from ..intent import Expectation, IntentSpec, SlotSpec, grammar
 from ..record import mask_number
 from .load import LoadedPlan
-from .plan import CAPTURED, TEMPLATE_VAR, Handler, State, WavPart
+from .plan import CAPTURED, NAME, NOW, SERVICE_RESULTS, TEMPLATE_VAR, Handler, State, WavPart
 
 MAX_CHAINED_STATES = 32  # `next:` chains longer than this are a loop in the plan
 DEFAULT_RETRIES = 2  # without handlers: reprompt this many times, then hang up
@@ -38,6 +52,8 @@ def render_text(template: str, variables: Mapping[str, Any]) -> str:
 
     def fill(m: Any) -> str:
         value = variables.get(m.group(1))
+        if isinstance(value, Mapping):  # a datetime slot {"date": ..., "time": ...} reads "2026-11-24 15:00"
+            value = " ".join(str(v) for v in value.values() if v)
         text = "" if value is None else str(value)
         match m.group(2):
             case "digits":  # read one digit at a time: pickup codes, tracking numbers
@@ -51,6 +67,20 @@ def render_text(template: str, variables: Mapping[str, Any]) -> str:
     return TEMPLATE_VAR.sub(fill, template)
 
 
+def _timestamp(now: datetime) -> str:
+    """ISO 8601 to the second with its UTC offset; a naive time would be ambiguous in a consent record."""
+    if now.utcoffset() is None:
+        raise DialogError("`now` must be an aware datetime (with a UTC offset)", code="naive_time")
+    return now.isoformat(timespec="seconds")
+
+
+def as_text(value: Any) -> str:
+    """A variable's value as `branch: when:` compares it: booleans as true/false, nothing as ""."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
 class DialogEngine:
     """Runs one loaded plan; holds no call state, so one engine serves every call."""
 
@@ -61,14 +91,16 @@ class DialogEngine:
 
     # --- public API ---------------------------------------------------------------------------
 
-    def start(self, *, variables: Mapping[str, Any], language: str | None = None) -> tuple[DialogState, list[Action]]:
-        """Begin a call: check its variables, enter the start state."""
+    def start(
+        self, *, variables: Mapping[str, Any], language: str | None = None, now: datetime | None = None
+    ) -> tuple[DialogState, list[Action]]:
+        """Begin a call: check its variables, enter the start state; `now` (aware) becomes the variable `now`."""
         lang = language or self.plan.languages[0]
         if lang not in self.plan.languages:
             raise DialogError(f"plan '{self.plan.plan}' has no language {lang} (it has {self.plan.languages})",
                               code="unsupported_language")
         # Undeclared variables (extra contact columns) are kept: the agent may want them on transfer.
-        values: dict[str, Any] = {k: v for k, v in variables.items() if k not in self.plan.variables}
+        values: dict[str, Any] = {k: v for k, v in variables.items() if k not in self.plan.variables and k != NOW}
         missing = []
         for name, spec in self.plan.variables.items():
             if name in variables and variables[name] not in (None, ""):
@@ -80,14 +112,25 @@ class DialogEngine:
         if missing:
             raise DialogError(f"plan '{self.plan.plan}' needs variables: {', '.join(missing)}",
                               code="missing_variables")
+        if now is not None:
+            values[NOW] = _timestamp(now)
         state = DialogState(state=self.plan.start, language=lang, variables=MappingProxyType(values))
         return self._enter(state, self.plan.start, [])
 
-    def step(self, state: DialogState, event: Intent | NoMatch | NoInput) -> tuple[DialogState, list[Action]]:
-        """React to what the caller did (or did not do) in the current state."""
+    def step(
+        self, state: DialogState, event: Intent | NoMatch | NoInput | ServiceResult, *, now: datetime | None = None
+    ) -> tuple[DialogState, list[Action]]:
+        """React to what the caller did (or did not do) in the current state, or to a service's answer.
+
+        `now` (aware) refreshes the variable `now` before any `set:` renders, e.g. `consent_at: "{now}"`.
+        """
         if state.ended:
             raise DialogError("the dialog has ended", code="dialog_ended")
+        if now is not None:  # the engine reads no clock: its caller says when this step happens
+            state = replace(state, variables=MappingProxyType({**state.variables, NOW: _timestamp(now)}))
         current = self.plan.states[state.state]
+        if isinstance(event, ServiceResult):
+            return self._on_result(state, current, event)
         if not current.listens:
             raise DialogError(f"state '{state.state}' is not listening", code="not_listening")
         if isinstance(event, Intent):
@@ -119,7 +162,7 @@ class DialogEngine:
             seen.add(name)
             state = self.plan.states[name]
             if state.listens:
-                return grammar(self.expectation(DialogState(state=name, language=language)))
+                return grammar(self.expectation(DialogState(state=name, language=language))) or None
             if not state.next:
                 return None
             name = state.next
@@ -149,6 +192,31 @@ class DialogEngine:
         return self._expectations[key]
 
     # --- internals ----------------------------------------------------------------------------
+
+    def _on_result(self, state: DialogState, current: State, result: ServiceResult) -> tuple:
+        """A service answered: store its values under the invoke's `into`, then run the handler for its status."""
+        if current.invoke is None:
+            raise DialogError(f"state '{state.state}' is not waiting for a service", code="not_invoking")
+        status = result.status if result.status in SERVICE_RESULTS else "error"
+        if current.invoke.into and result.values:
+            values = dict(state.variables)
+            prefix = current.invoke.into
+            for key, value in result.values.items():
+                if re.fullmatch(NAME, key):  # a service cannot write arbitrary variable names
+                    values[f"{prefix}_{key}"] = value
+            state = replace(state, variables=MappingProxyType(values))
+        handler = current.on.get(status) or current.on.get("error")
+        if handler is None:
+            raise DialogError(f"state '{state.state}' has no handler for a service result '{status}'",
+                              code="unhandled_result")
+        return self._run(state, handler, reason=f"service_{status}")
+
+    def _choose(self, state: DialogState, target: State) -> str:
+        """The `goto` of the first branch case whose conditions all hold (the last case always does)."""
+        for case in target.branch:
+            if all(as_text(state.variables.get(k)) == as_text(v) for k, v in case.when.items()):
+                return case.goto
+        return target.branch[-1].goto
 
     def _say(self, prompt_ids: list[str], state: DialogState, *, barge_in: bool) -> Say:
         """Render prompts in the call's language into one Say."""
@@ -212,6 +280,13 @@ class DialogEngine:
             return self._end(state, actions, outcome=outcome, action=Hangup(reason=outcome))
         if target.next:
             return self._enter(state, target.next, actions, depth + 1)
+        if target.branch:
+            return self._enter(state, self._choose(state, target), actions, depth + 1)
+        if target.invoke:
+            spec = target.invoke
+            args = {k: render_text(v, state.variables) for k, v in spec.args.items()}
+            return state, [*actions, Invoke(service=spec.service, args=args, into=spec.into or "",
+                                            timeout=spec.timeout)]
         return state, [*actions, self._listen(state)]
 
     def _run(
@@ -232,7 +307,7 @@ class DialogEngine:
             return self._end(state, actions, outcome=outcome,
                              action=self._transfer(state, handler.transfer, handler.reason or reason))
         if handler.hangup:
-            outcome = handler.outcome or "hangup"
+            outcome = handler.outcome or state.outcome or "hangup"  # keeps what the call achieved so far
             return self._end(state, actions, outcome=outcome, action=Hangup(reason=outcome))
         if handler.goto:
             return self._enter(state, handler.goto, actions, depth)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from .load import LoadedPlan, Path_, Problem
-from .plan import CAPTURED, TEMPLATE_FILTERS, TEMPLATE_VAR, Handler, Plan, WavPart
+from .plan import CAPTURED, IN_BUSINESS_HOURS, NOW, TEMPLATE_FILTERS, TEMPLATE_VAR, Handler, Plan, WavPart
 
 
 def _handlers(plan: Plan) -> Iterator[tuple[Path_, Handler]]:
@@ -23,8 +23,8 @@ def _handlers(plan: Plan) -> Iterator[tuple[Path_, Handler]]:
 
 
 def _known_variables(plan: Plan) -> set[str]:
-    """Variables a prompt may use: declared, set somewhere, captured, or an intent's slot."""
-    names = set(plan.variables)
+    """Variables a prompt may use: declared, set somewhere, captured, an intent's slot, or the engine's `now`."""
+    names = set(plan.variables) | {NOW}
     for state in plan.states.values():
         names.update(state.set)
         if state.capture:
@@ -33,13 +33,21 @@ def _known_variables(plan: Plan) -> set[str]:
         names.update(handler.set)
     for intent in plan.intents.values():
         names.update(intent.slots)
+    if plan.business_hours:
+        names.add(IN_BUSINESS_HOURS)
     return names
+
+
+def _service_prefixes(plan: Plan) -> tuple[str, ...]:
+    """`<into>_` of every invoke: a service's values land in variables named so (its keys are not declared)."""
+    return tuple(f"{s.invoke.into}_" for s in plan.states.values() if s.invoke and s.invoke.into)
 
 
 def _successors(plan: Plan, sname: str) -> set[str]:
     """States reachable in one step from `sname` (including through global intents)."""
     state = plan.states[sname]
     targets = {state.next} if state.next else set()
+    targets.update(case.goto for case in state.branch)
     handlers = list(state.on.values()) + state.noinput + state.nomatch
     if state.listens:
         if state.globals:
@@ -48,6 +56,24 @@ def _successors(plan: Plan, sname: str) -> set[str]:
             handlers.append(plan.defaults.escalate)
     targets.update(h.goto for h in handlers if h.goto)
     return targets
+
+
+def _check_reserved(plan: Plan) -> Iterator[Problem]:
+    """`now` is the engine's: a plan may read it but never declare, set or capture it."""
+    message = f"'{NOW}' is reserved: the engine sets it to the current time; pick another name"
+    if NOW in plan.variables:
+        yield Problem("reserved_variable", message, ("variables", NOW))
+    for path, handler in _handlers(plan):
+        if NOW in handler.set:
+            yield Problem("reserved_variable", message, (*path, "set", NOW))
+    for sname, state in plan.states.items():
+        if NOW in state.set:
+            yield Problem("reserved_variable", message, ("states", sname, "set", NOW))
+        if state.capture and state.capture.slot == NOW:
+            yield Problem("reserved_variable", message, ("states", sname, "capture", "slot"))
+    for iname, intent in plan.intents.items():
+        if NOW in intent.slots:
+            yield Problem("reserved_variable", message, ("intents", iname, "slots", NOW))
 
 
 def _check_references(plan: Plan) -> Iterator[Problem]:
@@ -67,13 +93,16 @@ def _check_references(plan: Plan) -> Iterator[Problem]:
         at = ("states", sname)
         if state.next and state.next not in plan.states:
             yield Problem("unknown_state", f"next '{state.next}': no such state", (*at, "next"))
+        for i, case in enumerate(state.branch):
+            if case.goto not in plan.states:
+                yield Problem("unknown_state", f"goto '{case.goto}': no such state", (*at, "branch", i, "goto"))
         for prompt in state.say:
             if prompt not in plan.prompts:
                 yield Problem("unknown_prompt", f"prompt '{prompt}' is not defined", (*at, "say"))
         for i, intent in enumerate(state.expect):
             if intent not in plan.intents:
                 yield Problem("unknown_intent", f"intent '{intent}' is not defined in intents", (*at, "expect", i))
-        for intent in state.on:
+        for intent in [] if state.invoke else state.on:  # an invoke's `on:` keys are results, not intents
             if intent == CAPTURED:
                 if not state.capture:
                     yield Problem("unknown_intent", "'captured' needs a `capture:` in this state", (*at, "on", intent))
@@ -109,6 +138,16 @@ def _check_states(plan: Plan) -> Iterator[Problem]:
                     if key in keys and keys[key] != intent:
                         yield Problem("dtmf_conflict", f"key {key} means both '{keys[key]}' and '{intent}' here", at)
                     keys[key] = intent
+        if state.invoke:
+            for result in ("ok", "error"):
+                if result not in state.on:
+                    yield Problem("unhandled_result", f"calls a service but has no `on: {result}:` handler "
+                                  "(not_found falls back to error)", (*at, "invoke"))
+        if state.branch:
+            loop = _immediate_loop(plan, sname)
+            if loop:
+                yield Problem("next_loop", f"`branch:` can lead back to '{sname}' without waiting for the caller "
+                              f"(via {' -> '.join(loop)})", (*at, "branch"))
         if state.end and not state.outcome:
             yield Problem("missing_outcome", "ends the call without an `outcome:`", at, severity="warning")
         for kind in ("noinput", "nomatch"):
@@ -125,6 +164,9 @@ def _check_states(plan: Plan) -> Iterator[Problem]:
             if name in seen:
                 yield Problem("next_loop", f"`next:` leads back to '{name}' without waiting for the caller",
                               (*at, "next"))
+    if plan.business_hours and IN_BUSINESS_HOURS in plan.variables:
+        yield Problem("reserved_variable", f"'{IN_BUSINESS_HOURS}' is set by the call from business_hours; "
+                      "do not declare it", ("variables", IN_BUSINESS_HOURS))
     if plan.defaults.max_failures and not plan.defaults.escalate:
         yield Problem("escalate_missing", "max_failures does nothing without `escalate:`", ("defaults", "max_failures"))
     reached, todo = set(), [plan.start] if plan.start in plan.states else []
@@ -140,10 +182,27 @@ def _check_states(plan: Plan) -> Iterator[Problem]:
                           ("states", sname), severity="warning")
 
 
+def _immediate_loop(plan: Plan, origin: str) -> list[str]:
+    """A path from `origin` back to itself through states that neither listen nor call a service, or []."""
+    todo: list[tuple[str, list[str]]] = [(origin, [origin])]
+    seen: set[str] = set()
+    while todo:
+        name, path = todo.pop()
+        state = plan.states[name]
+        for nxt in ([state.next] if state.next else []) + [c.goto for c in state.branch]:
+            if nxt == origin:
+                return [*path, nxt]
+            if nxt in plan.states and nxt not in seen:
+                seen.add(nxt)
+                todo.append((nxt, [*path, nxt]))
+    return []
+
+
 def _check_texts(loaded: LoadedPlan) -> Iterator[Problem]:
     """Translations, template variables and recorded files of every prompt and intent."""
     plan = loaded.plan
     known = _known_variables(plan)
+    prefixes = _service_prefixes(plan)
     for pid, texts in plan.prompts.items():
         for lang in plan.languages:
             if lang not in texts:
@@ -162,12 +221,23 @@ def _check_texts(loaded: LoadedPlan) -> Iterator[Problem]:
                         yield Problem("missing_wav", f"recorded prompt '{piece.wav}' does not exist", where)
                     continue
                 for m in TEMPLATE_VAR.finditer(piece):
-                    if m.group(1) not in known:
+                    if m.group(1) not in known and not m.group(1).startswith(prefixes):
                         yield Problem("undefined_variable", f"{{{m.group(1)}}} is never declared, set or captured",
                                       where)
                     if m.group(2) and m.group(2) not in TEMPLATE_FILTERS:
                         yield Problem("unknown_filter",
                                       f"filter '{m.group(2)}' (known: {', '.join(TEMPLATE_FILTERS)})", where)
+    for sname, state in plan.states.items():
+        for i, case in enumerate(state.branch):
+            for name in case.when:
+                if name not in known and not name.startswith(prefixes):
+                    yield Problem("undefined_variable", f"'{name}' is never declared, set or captured",
+                                  ("states", sname, "branch", i, "when", name))
+        for arg, text in (state.invoke.args.items() if state.invoke else ()):
+            for m in TEMPLATE_VAR.finditer(text):
+                if m.group(1) not in known and not m.group(1).startswith(prefixes):
+                    yield Problem("undefined_variable", f"{{{m.group(1)}}} is never declared, set or captured",
+                                  ("states", sname, "invoke", "args", arg))
     for iname, intent in plan.intents.items():
         for lang in plan.languages:
             if not intent.phrases.get(lang) and not intent.dtmf:
@@ -178,7 +248,7 @@ def _check_texts(loaded: LoadedPlan) -> Iterator[Problem]:
 def lint(loaded: LoadedPlan) -> list[Problem]:
     """Every problem in the plan, located, errors first."""
     plan = loaded.plan
-    problems = [*_check_references(plan), *_check_states(plan), *_check_texts(loaded)]
+    problems = [*_check_reserved(plan), *_check_references(plan), *_check_states(plan), *_check_texts(loaded)]
     located = []
     for p in problems:
         line, col = loaded.locate(p.path)

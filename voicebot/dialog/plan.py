@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-SLOT_TYPE = Literal["digits", "phone", "tracking_number", "yes_no", "date", "time", "datetime", "ordinal", "number"]
+from ..hours import WeeklyHours, zone
+
+SLOT_TYPE = Literal["digits", "phone", "tracking_number", "yes_no", "date", "time", "datetime", "ordinal", "number",
+                    "text"]
 # Intent names the engine itself produces or reserves.
 CAPTURED = "captured"
+# The current time (ISO 8601, seconds, UTC offset), put into the variables by the engine from its caller.
+NOW = "now"
 NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 LANGUAGE = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 # `{name}` or `{name|filter}` inside prompt text.
 TEMPLATE_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?:\|([a-z_]+))?\}")
 TEMPLATE_FILTERS = ("digits", "masked", "upper")
+# Variables the call session supplies itself when the plan asks for them.
+IN_BUSINESS_HOURS = "in_business_hours"
+# What a service call can come back with; the state's `on:` handles these.
+SERVICE_RESULTS = ("ok", "not_found", "error")
+SERVICE_NAME = r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$"
 
 
 class _Frozen(BaseModel):
@@ -99,8 +110,47 @@ class Capture(_Frozen):
     type: SLOT_TYPE
 
 
+class BranchCase(_Frozen):
+    """One arm of a `branch:`: go to `goto` when every variable in `when` has the given value."""
+
+    when: dict[Annotated[str, Field(pattern=NAME)], str | int | float | bool] = Field(
+        default_factory=dict, description="Variable: value pairs that must all hold (values compared as text); "
+                                          "empty = always")
+    goto: str
+
+
+class ServiceCall(_Frozen):
+    """A call to a back-end service; its result (ok, not_found, error) selects the state's `on:` handler."""
+
+    service: str = Field(pattern=SERVICE_NAME, description="Service name, e.g. parcels.lookup")
+    args: dict[Annotated[str, Field(pattern=NAME)], str] = Field(
+        default_factory=dict, description="Arguments; strings may use {variables}")
+    into: str | None = Field(default=None, pattern=NAME,
+                             description="Prefix: the result's values land in variables `<into>_<key>`")
+    timeout: float = Field(default=5.0, gt=0, le=60, description="Seconds before the call counts as an error")
+
+
+class BusinessHours(_Frozen):
+    """When the hotline is staffed: sets the `in_business_hours` variable (yes/no) at the start of each call."""
+
+    timezone: str = Field(description="IANA time zone, e.g. Asia/Shanghai")
+    hours: str | dict[str, str] = Field(
+        description='"09:00-21:00" every day, or per days: {mon-fri: "09:00-21:00", sat-sun: "10:00-18:00"}; '
+                    '"closed" for a closed day; days left out are closed')
+
+    @model_validator(mode="after")
+    def _parse(self) -> BusinessHours:
+        zone(self.timezone)
+        WeeklyHours.parse(self.hours)
+        return self
+
+    def is_open(self, moment: datetime) -> bool:
+        """Whether the hotline is open at `moment` (an aware datetime, any zone)."""
+        return WeeklyHours.parse(self.hours).is_open(moment.astimezone(zone(self.timezone)))
+
+
 class State(_Frozen):
-    """One step of the dialog: speak, then listen for intents, or move on, or end the call."""
+    """One step of the dialog: speak, then listen, move on, branch, call a service, or end the call."""
 
     description: str = ""
     say: PromptIds = Field(default_factory=list)
@@ -114,6 +164,16 @@ class State(_Frozen):
     barge_in: bool | None = None
     globals: bool = Field(default=True, description="Whether the plan's global intents are active here")
     next: str | None = Field(default=None, description="State to go to after speaking (no input)")
+    branch: list[BranchCase] = Field(default_factory=list,
+                                     description="Go to the first case whose `when` holds; the last has no `when`")
+    invoke: ServiceCall | None = Field(default=None, description="Call a service; `on: {ok, not_found, error}`")
+
+    @field_validator("branch")
+    @classmethod
+    def _fallback(cls, cases: list[BranchCase]) -> list[BranchCase]:
+        if cases and cases[-1].when:
+            raise ValueError("the last `branch` case must have no `when:`: it is the fallback when nothing matches")
+        return cases
     end: Literal["hangup", "transfer"] | None = None
     transfer: str | None = Field(default=None, description="Agent queue, for end: transfer")
     reason: str = ""
@@ -126,15 +186,27 @@ class State(_Frozen):
 
     @model_validator(mode="after")
     def _shape(self) -> State:
-        kinds = [k for k, on in (("expect/capture", self.listens), ("next", self.next), ("end", self.end)) if on]
+        kinds = [k for k, on in (("expect/capture", self.listens), ("next", self.next), ("end", self.end),
+                                 ("branch", self.branch), ("invoke", self.invoke)) if on]
         if len(kinds) != 1:
             raise ValueError(
-                "a state must do exactly one of: listen (expect/capture), move on (next), end (end); "
+                "a state must do exactly one of: listen (expect/capture), move on (next), end (end), "
+                "branch (branch), call a service (invoke); "
                 + (f"it has {', '.join(kinds)}" if kinds else "it has none")
             )
         if self.end == "transfer" and not self.transfer:
             raise ValueError("end: transfer needs `transfer: <queue>`")
-        if not self.listens and (self.on or self.noinput or self.nomatch):
+        if self.invoke:
+            unknown = [k for k in self.on if k not in SERVICE_RESULTS]
+            if unknown:
+                raise ValueError(f"an invoke state handles only {', '.join(SERVICE_RESULTS)} in `on:`; "
+                                 f"got {', '.join(unknown)}")
+            if self.noinput or self.nomatch:
+                raise ValueError("noinput/nomatch only make sense in a state that listens")
+            stays = [k for k, h in self.on.items() if not (h.goto or h.transfer or h.hangup)]
+            if stays:
+                raise ValueError(f"an invoke state cannot listen: `on: {stays[0]}` needs goto, transfer or hangup")
+        elif not self.listens and (self.on or self.noinput or self.nomatch):
             raise ValueError("on/noinput/nomatch only make sense in a state that listens")
         return self
 
@@ -164,6 +236,8 @@ class Plan(_Frozen):
     intents: dict[Annotated[str, Field(pattern=NAME)], IntentDef] = Field(default_factory=dict)
     prompts: dict[Annotated[str, Field(pattern=NAME)], dict[str, PromptText]] = Field(default_factory=dict)
     global_: dict[str, HandlerOrGoto] = Field(default_factory=dict, alias="global")
+    business_hours: BusinessHours | None = Field(
+        default=None, description="Opening hours: each call gets in_business_hours = yes/no at its start")
     start: str
     states: dict[Annotated[str, Field(pattern=NAME)], State] = Field(min_length=1)
 
