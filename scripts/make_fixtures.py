@@ -54,6 +54,13 @@ UTTERANCES: dict[str, list[tuple[str, str, str | None]]] = {
         ("weather", "今天天气怎么样", None),
         ("complaint", "我要投诉", "complaint"),
         ("goodbye", "好的再见", "goodbye"),
+        # Outbound plans (tests/test_plan_*.py): only what no other fixture says; the rest reuse the others.
+        ("pd_neighbor", "交给邻居", "leave_neighbor"),
+        ("pr_pickup", "明天去取", "pickup"),
+        ("cf_very_satisfied", "非常满意", "score_5"),
+        # The inbound hotline (dialplans/hotline.yaml); its other answers are keys or existing fixtures.
+        ("hl_tracking_number", "一二三四五六七八九零", "captured"),
+        ("hl_details", "还没到", "captured"),
     ],
     "en-US": [
         ("door", "deliver it to my door", "door"),
