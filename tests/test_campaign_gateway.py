@@ -15,6 +15,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import aiomqtt
+import numpy as np
 import pytest
 import websockets
 from conftest import PLANS, fixture_path
@@ -35,6 +36,9 @@ pytestmark = pytest.mark.vosk
 RATE = 8000
 
 
+BEEP = (np.sin(2 * np.pi * 1000 * np.arange(RATE // 2) / RATE) * 12000).astype("<i2").tobytes()
+
+
 def _wav(name: str) -> bytes:
     pcm, rate = read_wav(fixture_path("ko-KR", name))
     return resample(pcm, from_rate=rate, to_rate=RATE)
@@ -49,26 +53,34 @@ class FakeTelephonyGateway:
         self.calls: set[asyncio.Future] = set()
 
     def decide(self, request: dict) -> str:
-        """Record the request; start the media leg when the callee answers."""
+        """Record the request; start the media leg when the callee (or their voicemail) answers."""
         self.requests.append(request)
         if request["to"].endswith("1"):
             return rules.BUSY
-        answers = [_wav(n) for n in self.scripts.get(request["to"], [])]
-        self.calls.add(asyncio.run_coroutine_threadsafe(self.media(request["websocket_url"], answers), self.loop))
+        if request["to"].endswith("4"):  # voicemail: a long recorded greeting, then the beep
+            greeting, rate = read_wav(fixture_path("zh-CN", "long_speech"))
+            opening = resample(greeting, from_rate=rate, to_rate=RATE)[: 4 * RATE * 2] + silence(0.3, RATE) + BEEP
+            answers = []
+        else:  # a person: a short hello, then waits for us
+            opening, answers = _wav("yes") + silence(1.0, RATE), [_wav(n) for n in self.scripts[request["to"]]]
+        leg = self.media(request["websocket_url"], opening, answers)
+        self.calls.add(asyncio.run_coroutine_threadsafe(leg, self.loop))
         return "answered"
 
-    async def media(self, url: str, answers: list[bytes]) -> None:
-        """Play the callee: listen to each prompt (silence as long as it), then say the next answer."""
+    async def media(self, url: str, opening: bytes, answers: list[bytes]) -> None:
+        """Play the callee: the opening audio, then listen to each prompt (silence as long as it) and answer."""
         # The robot's goodbye went out and the server closed the leg: the callee has nothing more to do.
         with contextlib.suppress(websockets.ConnectionClosed):
-            await self._media(url, answers)
+            await self._media(url, opening, answers)
 
-    async def _media(self, url: str, answers: list[bytes]) -> None:
+    async def _media(self, url: str, opening: bytes, answers: list[bytes]) -> None:
         pending = iter(answers)
         robot = sent = 0
         async with websockets.connect(url) as ws:
             await ws.send(json.dumps({"type": "start", "call_id": "gw-leg-1", "variables": {"customer_name": "X"},
                                       "audio": {"encoding": "pcm16", "rate": RATE}}))
+            for frame in chunks(opening, rate=RATE):
+                await ws.send(frame)
             async for message in ws:
                 if isinstance(message, bytes):
                     robot += len(message)
@@ -116,7 +128,7 @@ async def _run(tmp_path, settings, originator) -> tuple[dict[str, str], dict]:
                          calling=rules.CallingPolicy(windows=WeeklyHours.parse("00:00-24:00")))
     async with CampaignDB(tmp_path / "c.db") as db:
         await db.create(name="gw", plan="delivery_ko", plan_path="", contacts_path="", digest="", options={},
-                        contacts=_contacts("13800000001", "13800000002", "13800000003"))
+                        contacts=_contacts("13800000001", "13800000002", "13800000003", "13800000004"))
         async with dialer:
             dialer.public_url = f"ws://127.0.0.1:{dialer.server.port}"
             assert await CampaignRunner(db=db, name="gw", dialer=dialer, options=options).run() == "done"
@@ -137,10 +149,13 @@ async def test_http_originate_ties_each_answered_websocket_to_its_contact(tmp_pa
                                        HttpOriginator(f"http://127.0.0.1:{http.server_port}/originate"))
     finally:
         http.shutdown()
-    assert outcomes == {"c0": "busy", "c1": "door_delivery", "c2": "station_consent"}
+    assert outcomes == {"c0": "busy", "c1": "door_delivery", "c2": "station_consent", "c3": "voicemail"}
+    # Answering-machine detection ran on the gateway's audio before the robot spoke.
+    assert results["c3"]["detail"].startswith("amd machine: long greeting")
+    assert results["c1"]["detail"].startswith("amd human: short greeting")
     # The plan, variables and number came from the campaign, not from what the gateway's start said.
     assert results["c1"]["variables"]["customer_name"] == "김"
-    assert {r["to"] for r in gateway.requests} == {"13800000001", "13800000002", "13800000003"}
+    assert {r["to"] for r in gateway.requests} == {"13800000001", "13800000002", "13800000003", "13800000004"}
     assert all("token=" in r["websocket_url"] and r["plan"] == "delivery_ko" for r in gateway.requests)
     await asyncio.gather(*(asyncio.wrap_future(f) for f in gateway.calls))
 
@@ -183,4 +198,4 @@ async def test_mqtt_originate_through_a_real_broker(tmp_path, settings, broker):
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    assert outcomes == {"c0": "busy", "c1": "door_delivery", "c2": "station_consent"}
+    assert outcomes == {"c0": "busy", "c1": "door_delivery", "c2": "station_consent", "c3": "voicemail"}

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, M
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from .amd import AmdConfig, AmdResult, AnsweringMachineDetector
 from .asr import Recognizer
 from .audio import StreamResampler, duration
 from .dialog.engine import DialogEngine, DialogState
@@ -16,6 +17,7 @@ from .dtmf import DtmfDetector
 from .errors import AudioFormatError, VoicebotError
 from .events import (
     Action,
+    AnswerDetected,
     AudioChunk,
     CallEnded,
     CallStarted,
@@ -56,6 +58,7 @@ MAX_SERVICE_VALUE_CHARS = 500
 TONE_GUARD_SECONDS = 0.3  # after an in-band key tone, "speech" starting this soon is the tone itself
 ASR_BATCH_MS = 100  # utterance audio goes to the recogniser in batches this long
 PREROLL_SECONDS = 0.3  # audio before the VAD's speech start that still goes to the recogniser
+VOICEMAIL = "voicemail"  # the outcome of an outbound call that an answering machine picked up
 RECENT_SECONDS = 1.0  # history kept for that: the VAD confirms speech a little after it starts
 
 
@@ -74,6 +77,8 @@ class SessionConfig:
     dtmf_inter_digit: float = 3.0  # seconds after the last key before a keyed number is taken
     max_dtmf_digits: int = 24
     max_call_seconds: float = 1800.0
+    # Outbound: listen before speaking, and hang up on an answering machine (outcome `voicemail`).
+    answer_detection: AmdConfig | None = None
 
 
 class CallSession:
@@ -151,6 +156,16 @@ class CallSession:
                               caller=self.record.caller))
         ended_by = "caller"
         try:
+            stream = aiter(incoming)
+            if self.config.answer_detection is not None:
+                answer = await self._screen(stream)
+                if answer is None:
+                    return  # gone before we could tell who answered: dropped
+                if answer.verdict == "machine":
+                    self._end_reason = VOICEMAIL
+                    yield await self._hang_up(VOICEMAIL)
+                    ended_by = "robot"
+                    return
             self.state, actions = self.engine.start(variables=self._variables, language=self._language,
                                                     now=self._clock())
             self.record.language = self.state.language
@@ -158,7 +173,7 @@ class CallSession:
             self.emit(StateEntered(call_id=self.call_id, state=self.state.state))
             for out in await self._perform(actions):
                 yield out
-            async for item in incoming:
+            async for item in stream:
                 if not self.ended:
                     for out in await self._receive(item):
                         yield out
@@ -179,6 +194,26 @@ class CallSession:
             raise
         finally:
             self._finish(ended_by)
+
+    async def _screen(self, stream: AsyncIterator[Incoming]) -> AmdResult | None:
+        """Before the first prompt: a person says a short hello and waits, a machine talks on or beeps."""
+        assert self.config.answer_detection is not None
+        detector = AnsweringMachineDetector(rate=self.config.rate, config=self.config.answer_detection)
+        async for item in stream:
+            result = None
+            if isinstance(item, AudioChunk):
+                pcm = self._to_line_rate(item)
+                self.now += duration(pcm, self.config.rate)
+                self.vad.feed(pcm)  # keeps the VAD's clock on the call's clock
+                keys = self.dtmf.feed(pcm) if self.dtmf is not None else []
+                result = detector.feed(pcm) if not keys else AmdResult("human", "key pressed", round(self.now, 3))
+            elif isinstance(item, Dtmf):
+                result = AmdResult("human", "key pressed", round(self.now, 3))
+            if result is not None:
+                self.emit(AnswerDetected(call_id=self.call_id, verdict=result.verdict, reason=result.reason,
+                                         after=result.after))
+                return result
+        return None
 
     async def _receive(self, item: Incoming) -> list[Outgoing]:
         match item:

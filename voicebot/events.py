@@ -183,6 +183,16 @@ class CallStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class AnswerDetected:
+    """Outbound: who picked up, judged from the first audio (`human`, `machine` or `unknown`)."""
+
+    call_id: str
+    verdict: str
+    reason: str
+    after: float  # seconds of audio it took
+
+
+@dataclass(frozen=True, slots=True)
 class StateEntered:
     """The dialog moved into `state`."""
 

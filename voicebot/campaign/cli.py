@@ -83,6 +83,8 @@ def run(
                                                "websockets on [0.0.0.0:8090]")] = None,
     gateway_path: Annotated[str | None, typer.Option(help="http/mqtt dialer: the codec route the gateway "
                                                      "speaks, e.g. /native, /twilio, /audio_fork [/native]")] = None,
+    amd: Annotated[bool | None, typer.Option("--amd/--no-amd", help="http/mqtt dialer: answering-machine "
+                                             "detection before the first prompt [on]")] = None,
     report: Annotated[Path | None, typer.Option(help="Write results.csv, results.json, report.json and "
                                                 "funnel.svg here at the end")] = None,
     store: Annotated[Path | None, typer.Option(help="Also save every call record to this call store "
@@ -98,7 +100,7 @@ def run(
              "max_per_number": max_per_number, "cap_period": cap_period, "redial_interrupted": redial_interrupted,
              "seed": seed, "mix": mix, "time_scale": time_scale, "callees": callees,
              "originate_url": originate_url, "originate_topic": originate_topic, "public_url": public_url,
-             "listen": listen, "gateway_path": gateway_path}
+             "listen": listen, "gateway_path": gateway_path, "amd": amd}
     launch = Launch(contacts=contacts, plan=plan, name=name or contacts.stem, db=_db(db), given=given,
                     dnc_file=dnc, store=store)
     view = ProgressView(console, enabled=progress)

@@ -21,11 +21,13 @@ from urllib.parse import urlsplit
 
 import aiomqtt
 
+from ..amd import AmdConfig
 from ..asr import VoskEngine
+from ..call import SessionConfig
 from ..config import Settings
 from ..dialog.load import LoadedPlan
 from ..errors import VoicebotError
-from ..events import CallEnded, Say
+from ..events import AnswerDetected, CallEnded, Say
 from ..gateways.base import CLOSE_POLICY, CallStart, ProtocolError
 from ..plans import PlanRegistry
 from ..record import CallRecord
@@ -38,6 +40,7 @@ from .dialer import DialResult, OutboundCall
 STATUSES = frozenset({"answered", rules.BUSY, rules.NO_ANSWER, rules.POWERED_OFF, rules.INVALID_NUMBER,
                       rules.FAILED, rules.VOICEMAIL})
 MAX_REPLY_BYTES = 64 * 1024
+DEFAULT_AMD = AmdConfig()
 
 
 class OriginateError(VoicebotError):
@@ -167,6 +170,7 @@ class _Pending:
     call: OutboundCall
     emit: Callable[[object], None]
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    detail: str = ""  # what answering-machine detection said
     ended: asyncio.Future[CallRecord] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -177,11 +181,13 @@ class GatewayDialer:
 
     def __init__(self, *, plan: LoadedPlan, settings: Settings, originator: Originator, routes: Sequence[Route],
                  public_url: str, host: str = "0.0.0.0", port: int = 8090, gateway_path: str = "/native",
-                 connect_timeout: float = 30.0, max_call_seconds: float = 1800.0) -> None:
+                 connect_timeout: float = 30.0, max_call_seconds: float = 1800.0,
+                 answer_detection: AmdConfig | None = DEFAULT_AMD) -> None:
         self.loaded, self.settings, self.originator = plan, settings, originator
         self.routes, self.host, self.port, self.gateway_path = list(routes), host, port, gateway_path
         self.public_url = public_url.rstrip("/")
         self.connect_timeout, self.max_call_seconds = connect_timeout, max_call_seconds
+        self.answer_detection = answer_detection  # None: the robot speaks as soon as the media connects
         # The gateway proves itself with this token on the websocket, as with `voicebot serve`.
         self.token = next(iter(sorted(settings.gateway_tokens)), "") or secrets.token_urlsafe(24)
         self._pending: dict[str, _Pending] = {}
@@ -211,12 +217,16 @@ class GatewayDialer:
 
         self.server = VoiceServer(routes=self.routes, plans=plans, recognizer=recognizer, speak=speak,
                                   emitter=self._emitter, tokens=frozenset({self.token}), host=self.host,
-                                  port=self.port, on_start=self._on_start)
+                                  port=self.port, on_start=self._on_start, session_config=self._session_config)
         await stack.enter_async_context(self.server)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
+
+    def _session_config(self, rate: int) -> SessionConfig:
+        return SessionConfig(rate=rate, answer_detection=self.answer_detection,
+                             max_call_seconds=self.max_call_seconds)
 
     def websocket_url(self, attempt_token: str) -> str:
         """Where the gateway connects the answered call's media."""
@@ -241,6 +251,8 @@ class GatewayDialer:
             if pending is None:
                 return
             pending.emit(event)
+            if isinstance(event, AnswerDetected):
+                pending.detail = f"amd {event.verdict}: {event.reason} after {event.after:g} s"
             if isinstance(event, CallEnded) and not pending.ended.done():
                 pending.ended.set_result(event.record)
         return emit
@@ -273,7 +285,8 @@ class GatewayDialer:
                     record = await pending.ended
             except TimeoutError:
                 return DialResult(outcome=rules.DROPPED, detail="the call never ended")
-            return DialResult(outcome=record.outcome, record=record, talk_seconds=record.duration)
+            return DialResult(outcome=record.outcome, record=record, talk_seconds=record.duration,
+                              detail=pending.detail)
         finally:
             self._pending.pop(token, None)
             self._by_call.pop(call.call_id, None)

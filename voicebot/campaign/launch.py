@@ -30,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "max_per_number": 3, "cap_period": "24h", "redial_interrupted": False, "seed": 0,
     "mix": "", "time_scale": 0.0, "callees": "", "originate_url": "", "originate_topic": "voicebot/originate",
     "public_url": "", "listen": "0.0.0.0:8090",
-    "gateway_path": "/native",
+    "gateway_path": "/native", "amd": True,
 }
 
 
@@ -137,6 +137,7 @@ def make_dialer(options: dict[str, Any], *, loaded: LoadedPlan, settings: Settin
 
 
 def _gateway_dialer(kind: str, options: dict[str, Any], *, loaded: LoadedPlan, settings: Settings) -> Dialer:
+    from ..amd import AmdConfig
     from ..serve import CODECS
     from ..server import Route
     from .gateway import GatewayDialer, HttpOriginator, MqttOriginator
@@ -153,7 +154,8 @@ def _gateway_dialer(kind: str, options: dict[str, Any], *, loaded: LoadedPlan, s
     routes = [Route(codec.path, codec, plan=loaded.plan.plan, max_calls=int(options["concurrency"]))
               for codec in CODECS]
     return GatewayDialer(plan=loaded, settings=settings, originator=originator, routes=routes, public_url=public,
-                         host=host, port=int(port), gateway_path=str(options["gateway_path"]))
+                         host=host, port=int(port), gateway_path=str(options["gateway_path"]),
+                         answer_detection=AmdConfig() if options["amd"] else None)
 
 
 async def run_campaign(launch: Launch, *, settings: Settings, emit: Callable[[object], None],
