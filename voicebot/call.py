@@ -12,7 +12,7 @@ from .amd import AmdConfig, AmdResult, AnsweringMachineDetector
 from .asr import Recognizer
 from .audio import StreamResampler, duration
 from .dialog.engine import DialogEngine, DialogState
-from .dialog.plan import IN_BUSINESS_HOURS
+from .dialog.plan import IN_BUSINESS_HOURS, NOW
 from .dtmf import DtmfDetector
 from .errors import AudioFormatError, VoicebotError
 from .events import (
@@ -588,7 +588,8 @@ class CallSession:
         else:
             record.outcome = "dropped"
         if state is not None:
-            record.variables = self._masked(state.variables)
+            # `now` is only the time of the last step: the record has its own times, and consents their own.
+            record.variables = {k: v for k, v in self._masked(state.variables).items() if k != NOW}
             self._mask_turns(state.variables)
         record.ended_by = ended_by
         record.ended_at = self._clock().isoformat(timespec="seconds")
