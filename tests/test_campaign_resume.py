@@ -47,7 +47,10 @@ def test_sigkill_then_rerun_calls_nobody_twice_and_keeps_every_result(tmp_path):
         while True:
             assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read()!r}"
             assert time.monotonic() < deadline, "no progress within 120 s"
-            ended = [a for a in _attempts(db).values() if a[2] == "ended"] if db.exists() else []
+            try:
+                ended = [a for a in _attempts(db).values() if a[2] == "ended"] if db.exists() else []
+            except sqlite3.OperationalError:
+                ended = []  # the file exists but its tables are not created yet
             if len(ended) >= 20:
                 break
             time.sleep(0.05)

@@ -599,3 +599,21 @@ def test_progress_view_counts_what_the_runner_reports():
     assert view.note == "stopped: done"
     Console(file=out, width=120).print(view._render())
     assert "3/4" in out.getvalue() and "door_delivery" in out.getvalue()
+
+
+async def test_a_failing_call_store_copy_loses_no_campaign_result(tmp_path, sim_settings):
+    """The call store is an extra copy: when it refuses a record, the campaign's own result is still stored."""
+    async with CampaignDB(tmp_path / "c.db") as db:
+        await create(db, "c", contacts_file(tmp_path, numbers(4)))
+        store = CallStore(tmp_path / "calls.db", max_record_bytes=200)  # every record is too big for it
+        await store.open()
+        try:
+            async with gateway(sim_settings, seed=3) as sim:
+                status = await run_campaign(db, "c", sim, options(max_attempts=1), store=store)
+        finally:
+            await store.aclose()
+        results = await db.results("c")
+        attempts = await db.attempts("c")
+    assert status == "done"
+    assert all(r.state == "done" and r.outcome for r in results)
+    assert all(a[3] is not None and a[4] for a in attempts)  # every attempt ended, with its outcome

@@ -261,3 +261,20 @@ def test_very_long_input_is_bounded_not_rejected() -> None:
     assert isinstance(result, Intent)
     assert result.name == "door"
     assert isinstance(match("x" * 100000, EN), NoMatch)
+
+
+def test_a_sign_off_said_with_a_choice_yields_to_the_choice():
+    """"放驿站吧，再见" means the station; the sign-off wins only when it is all that was said."""
+    from voicebot.intent import Expectation, IntentSpec, match
+
+    def expect(yields: bool) -> Expectation:
+        return Expectation(intents=(IntentSpec("station", ("放驿站", "驿站")), IntentSpec("door", ("送货上门",)),
+                                    IntentSpec("goodbye", ("再见", "拜拜"), yields=yields)), language="zh-CN")
+
+    assert match("放驿站吧再见", expect(True)).name == "station"
+    assert match("送货上门吧，拜拜", expect(True)).name == "door"
+    assert match("好的再见", expect(True)).name == "goodbye"
+    assert type(match("放驿站吧再见", expect(False))).__name__ == "NoMatch"  # without the flag: a tie
+    english = Expectation(intents=(IntentSpec("station", ("station",)),
+                                   IntentSpec("goodbye", ("bye", "goodbye"), yields=True)), language="en-US")
+    assert match("station please, bye", english).name == "station"

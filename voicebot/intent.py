@@ -76,6 +76,7 @@ class IntentSpec:
     phrases: tuple[str, ...]
     dtmf: tuple[str, ...] = ()
     slots: tuple[SlotSpec, ...] = ()
+    yields: bool = False  # a sign-off: loses to any other intent heard in the same utterance
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,11 @@ def _rank(utt: _Text, expectation: Expectation) -> Intent | NoMatch:
     # the best plain one rules the intent out.
     alive = (h for n, h in best.items() if h.score > negated.get(n, 0.0))
     ranked = sorted(alive, key=lambda h: (-h.score, -len(h.phrase)))
+    # "放驿站吧，再见": the sign-off does not compete with what the caller actually chose.
+    soft = {i.name for i in expectation.intents if i.yields}
+    firm = [h for h in ranked if h.intent not in soft]
+    if soft and firm and firm[0].score >= expectation.threshold:
+        ranked = firm
     if not ranked:
         return NoMatch(text=utt.norm)
     top = ranked[0]

@@ -109,6 +109,10 @@ def run(
             status, added = asyncio.run(run_campaign(launch, settings=Settings.from_env(), emit=view))
     except VoicebotError as err:
         raise _fail(err) from err
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        # The second Ctrl-C: calls in progress were cut; the next run closes them as interrupted.
+        err_console.print(f"stopped at once; run `voicebot campaign run` again to continue {launch.name!r}")
+        raise typer.Exit(130) from None
     if added:
         console.print(f"{added} number(s) added to the do-not-call list from {dnc}")
     console.print(f"campaign [bold]{escape(launch.name)}[/]: {status}")

@@ -186,7 +186,8 @@ class CampaignRunner:
                 continue  # one person, two contacts (two parcels): never ring them twice at once
             if not await self._may_call(contact):
                 continue
-            await self._pace()
+            if await self._pace() and not await self._may_call(contact):
+                continue  # the wait for our pacing slot took us past the window, or onto the DNC list
             # A pause, cancel or stop made while this batch was being paced holds from the very next dial.
             if self._stopping or (await self.db.require(self.name)).status != "running":
                 break
@@ -213,13 +214,15 @@ class CampaignRunner:
             log.error("attempt task %s failed; its attempt stays open until the next run", task.get_name(),
                       exc_info=err)
 
-    async def _pace(self) -> None:
-        """Calls per second: each dial waits for its slot."""
+    async def _pace(self) -> bool:
+        """Calls per second: each dial waits for its slot; returns whether it had to wait."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if self._next_dial > now:
+        waited = self._next_dial > now
+        if waited:
             await asyncio.sleep(self._next_dial - now)
         self._next_dial = max(self._next_dial, now) + 1.0 / self.options.calls_per_second
+        return waited
 
     async def _may_call(self, contact: DueContact) -> bool:
         """Do-not-call, calling window, frequency cap: checked right before every dial."""
@@ -278,11 +281,15 @@ class CampaignRunner:
             "ring_seconds": result.ring_seconds, "talk_seconds": result.talk_seconds, "detail": result.detail,
             "variables": dict(record.variables) if record else {}, "ended_by": record.ended_by if record else "",
         }
-        if record is not None and self.store is not None:
-            await self.store.save(record)
+        # The campaign's own result first: a failing extra copy must not lose it.
         await self.db.finish(call.attempt_id, outcome=result.outcome, now=now,
                              call_id=record.call_id if record else "", talk_seconds=result.talk_seconds,
                              record=record.to_dict() if record else None, retry_at=retry_at, result=summary)
+        if record is not None and self.store is not None:
+            try:
+                await self.store.save(record)
+            except VoicebotError as err:
+                log.warning("call %s: not copied to the call store: %s", record.call_id, err)
         self.emit(AttemptEnded(contact_id=call.contact_id, attempt=call.attempt, outcome=result.outcome,
                                final=retry_at is None, answered=record is not None or result.outcome == "voicemail",
                                talk_seconds=result.talk_seconds))

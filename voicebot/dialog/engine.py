@@ -184,6 +184,7 @@ class DialogEngine:
                     phrases=tuple(intent.phrases.get(state.language, [])),
                     dtmf=tuple(intent.dtmf),
                     slots=tuple(SlotSpec(n, t) for n, t in intent.slots.items()),
+                    yields=intent.yields,
                 ))
             capture = SlotSpec(current.capture.slot, current.capture.type) if current.capture else None
             self._expectations[key] = Expectation(

@@ -63,6 +63,8 @@ class IntentDef(_Frozen):
     slots: dict[Annotated[str, Field(pattern=NAME)], SLOT_TYPE] = Field(
         default_factory=dict, description="Slots extracted from the same utterance, name: type"
     )
+    yields: bool = Field(default=False, description="A sign-off such as 再见/bye: said together with another "
+                         "intent, the other one wins (\"放驿站吧，再见\" is station)")
 
 
 class WavPart(_Frozen):
