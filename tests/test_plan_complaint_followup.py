@@ -108,14 +108,24 @@ async def test_every_outcome_from_a_conversation(plan_settings, language, answer
     assert heard == [fixture_entry(language, a)["text"] for a in answers if a != "silence" and ":" not in a]
 
 
-@pytest.mark.parametrize(("words", "score"), [("非常满意", 5), ("满意", 4), ("一般", 3), ("不太满意", 2),
-                                              ("很不满意", 1), ("三分", 3), ("五分", 5)])
-async def test_satisfaction_by_voice_maps_to_its_number(plan_settings, words, score):
+@pytest.mark.parametrize(("language", "words", "score"), [
+    ("zh-CN", "非常满意", 5), ("zh-CN", "满意", 4), ("zh-CN", "一般", 3), ("zh-CN", "不太满意", 2),
+    ("zh-CN", "很不满意", 1), ("zh-CN", "三分", 3), ("zh-CN", "五分", 5),
+    # "not very satisfied" is low, not 满意 (review: these matched score_4)
+    ("zh-CN", "不怎么满意", 2), ("zh-CN", "不是很满意", 2), ("zh-CN", "不大满意", 2),
+    # bare numbers, as the question invites (review: these were no match)
+    ("zh-CN", "五", 5), ("zh-CN", "四", 4), ("zh-CN", "三", 3), ("zh-CN", "二", 2), ("zh-CN", "两", 2),
+    ("zh-CN", "一", 1), ("zh-CN", "5", 5), ("zh-CN", "1", 1),
+    ("en-US", "five", 5), ("en-US", "four", 4), ("en-US", "three", 3), ("en-US", "two", 2), ("en-US", "one", 1),
+    ("en-US", "4", 4), ("en-US", "satisfied", 4), ("en-US", "not very satisfied", 2),
+    ("en-US", "not really satisfied", 2),
+])
+async def test_satisfaction_by_voice_maps_to_its_number(plan_settings, language, words, score):
     """Scores said as words (typed here: the matcher is what is under test) land as numbers 1-5."""
-    steps, recognizer = scripted_caller("zh-CN", ["yes"])
+    steps, recognizer = scripted_caller(language, ["yes"])
     record = await simulate(plan=PLAN, steps=[*steps, CallerStep("say", words), CallerStep("keys", "1")],
-                            variables=ZH_VARS, settings=plan_settings, emit=[].append, recognizer=recognizer,
-                            clock=lambda: NOW)
+                            variables=ZH_VARS if language == "zh-CN" else EN_VARS, settings=plan_settings,
+                            emit=[].append, language=language, recognizer=recognizer, clock=lambda: NOW)
     assert record.variables["satisfaction"] == score
     assert record.outcome == ("satisfied" if score >= 4 else "resolved_unsatisfied")
 

@@ -131,6 +131,57 @@ async def test_faq_answer(settings, services):
     assert "首重一公斤十二元起" in said(events)
 
 
+# The most common ways callers put it in the main menu: typed text through the real matcher.
+@pytest.mark.parametrize(
+    ("language", "text", "intent", "state"),
+    [
+        ("zh-CN", "查一下我的快递", "track", "ask_tracking"),
+        ("zh-CN", "我的快递怎么还没到", "track", "ask_tracking"),
+        ("zh-CN", "我要寄个快递", "pickup", "pickup_address"),
+        ("zh-CN", "我的快递丢了", "lost_parcel", "complaint_details"),
+        ("zh-CN", "我想问一下运费", "ask_fees", "anything_else"),
+        ("en-US", "where is my parcel", "track", "ask_tracking"),
+        ("en-US", "my package hasn't arrived", "track", "ask_tracking"),
+        ("en-US", "I want to send a parcel", "pickup", "pickup_address"),
+        ("en-US", "my parcel is lost", "lost_parcel", "complaint_details"),
+        ("en-US", "how much does shipping cost", "ask_fees", "anything_else"),
+    ],
+)
+@pytest.mark.parametrize("clock", [OPEN, CLOSED], ids=["open", "closed"])
+async def test_common_requests_in_the_main_menu(settings, services, language, text, intent, state, clock):
+    record = await call(settings, [f"say:{text}", "silence"], services=services, language=language, clock=clock)
+    first = record.turns[0]
+    assert first.state in ("main_menu", "main_menu_closed") and first.intent == intent
+    assert first.next_state == state
+
+
+async def test_a_lost_parcel_is_registered_as_a_complaint_without_asking_the_category(settings, services):
+    events: list = []
+    script = ["say:我的快递丢了", "say:三天前寄的一直没有消息", "keys:13812345678#", "say:是的", "no"]
+    record = await call(settings, script, services=services, events=events)
+    assert record.outcome == "ticket_created"
+    assert "complaint_category" not in [t.state for t in record.turns]
+    rows = await services.query("SELECT category, details, callback_number FROM tickets")
+    assert rows == [("lost_or_damaged", "三天前寄的一直没有消息", "13812345678")]
+
+
+async def test_a_fee_question_in_the_main_menu_is_answered_at_once(settings, services):
+    events: list = []
+    record = await call(settings, ["say:我想问一下运费", "no"], services=services, events=events)
+    assert record.outcome == "faq_answered"
+    assert "首重一公斤十二元起" in said(events) and "faq_menu" not in [t.state for t in record.turns]
+
+
+async def test_tracking_by_phone_finds_parcels_stored_with_the_country_code(settings, tmp_path):
+    parcels = tmp_path / "parcels.csv"
+    parcels.write_text("tracking_number,phone,status,location\nSF900000000001,+8613912345678,in_transit,上海转运中心\n",
+                       encoding="utf-8")
+    async with SqliteServices(tmp_path / "s.db", parcels=parcels, clock=lambda: OPEN) as svc:
+        record = await call(settings, ["keys:1", "keys:9", "keys:13912345678#", "yes", "no"], services=svc)
+    assert record.outcome == "tracked"
+    assert record.variables["parcel_tracking_number"] == "SF900000000001"
+
+
 @pytest.mark.parametrize(
     ("script", "reason", "state"),
     [

@@ -9,7 +9,7 @@ from conftest import PLANS, fixture_entry, scripted_caller
 
 from voicebot.config import Settings
 from voicebot.events import CallStarted, Say, Transfer
-from voicebot.simulate import simulate
+from voicebot.simulate import CallerStep, simulate
 
 PLAN = PLANS / "pickup_reminder.yaml"
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone(timedelta(hours=8)))
@@ -29,8 +29,9 @@ def plan_settings(tmp_path_factory) -> Settings:
 
 
 async def call(settings: Settings, answers: list[str], *, language: str = "zh-CN", events: list | None = None):
-    """One reminder call in which the callee gives `answers` (fixture ids, keys:N, silence) in turn."""
-    steps, recognizer = scripted_caller(language, answers)
+    """One reminder call in which the callee gives `answers` (fixture ids, keys:N, say:TEXT, silence) in turn."""
+    played, recognizer = scripted_caller(language, [a for a in answers if not a.startswith("say:")])
+    steps = [CallerStep("say", a.removeprefix("say:")) if a.startswith("say:") else played.pop(0) for a in answers]
     return await simulate(plan=PLAN, steps=steps, variables=ZH_VARS if language == "zh-CN" else EN_VARS,
                           settings=settings, emit=(events if events is not None else []).append, language=language,
                           recognizer=recognizer, clock=lambda: NOW)
@@ -42,11 +43,26 @@ def said(events: list) -> list[str]:
 
 
 CASES = [
-    # A day said with the promise is kept, and not asked again.
-    ("zh-CN", ["pr_pickup"], "promised_pickup", {"request": "pickup", "pickup_day": {"date": TOMORROW, "time": None}},
-     ["reminder", "confirm_pickup"]),
-    ("zh-CN", ["keys:1", "pr_pickup"], "promised_pickup",
-     {"request": "pickup", "pickup_day": {"date": TOMORROW, "time": None}}, ["reminder", "ask_day", "confirm_pickup"]),
+    # A day is read back, and only a yes (or key 1) makes it a promise.
+    ("zh-CN", ["pr_pickup", "yes"], "promised_pickup",
+     {"request": "pickup", "pickup_day": {"date": TOMORROW, "time": None}},
+     ["reminder", "confirm_day", "confirm_pickup"]),
+    ("zh-CN", ["keys:1", "pr_pickup", "keys:1"], "promised_pickup",
+     {"request": "pickup", "pickup_day": {"date": TOMORROW, "time": None}},
+     ["reminder", "ask_day", "confirm_day", "confirm_pickup"]),
+    # A bare day is no promise (review: 今天取不了 / 我明天不在 were recorded as promised_pickup).
+    ("zh-CN", ["say:今天取不了", "silence"], "reminded", {"pickup_day": ""},
+     ["reminder", "confirm_day", "bye_reminded"]),
+    ("zh-CN", ["say:我明天不在", "say:今天天气怎么样"], "reminded", {"pickup_day": ""},
+     ["reminder", "confirm_day", "bye_reminded"]),
+    ("zh-CN", ["say:我明天不在", "no", "silence", "silence"], "reminded", {"pickup_day": ""},
+     ["reminder", "confirm_day", "ask_day_again", "noinput_1", "ask_day_again", "bye_reminded"]),
+    ("zh-CN", ["say:今天取不了", "keys:2", "door", "another_time"], "redelivery",
+     {"request": "redelivery", "redelivery_at": {"date": TOMORROW, "time": "15:00"}, "pickup_day": ""},
+     ["reminder", "confirm_day", "ask_day_again", "ask_redelivery_time", "confirm_redelivery"]),
+    ("zh-CN", ["say:后天", "no", "pr_pickup", "yes"], "promised_pickup",
+     {"request": "pickup", "pickup_day": {"date": TOMORROW, "time": None}},
+     ["reminder", "confirm_day", "ask_day_again", "confirm_day", "confirm_pickup"]),
     ("zh-CN", ["keys:1", "silence", "silence"], "promised_pickup", {"request": "pickup"},
      ["reminder", "ask_day", "noinput_1", "ask_day", "confirm_pickup"]),
     # "明天下午三点再送": redelivery with its time in one breath.
@@ -64,8 +80,11 @@ CASES = [
     ("zh-CN", ["silence"] * 4, "reminded", {},
      ["reminder", "noinput_1", "reminder", "plan_short", "noinput_1", "plan_short", "bye_reminded"]),
     ("zh-CN", ["not_home", "goodbye"], "reminded", {}, ["reminder", "nomatch_1", "plan_short", "bye_reminded"]),
-    ("en-US", ["another_time"], "promised_pickup",
-     {"request": "pickup", "pickup_day": {"date": TOMORROW, "time": "15:00"}}, ["reminder", "confirm_pickup"]),
+    ("en-US", ["another_time", "yes"], "promised_pickup",
+     {"request": "pickup", "pickup_day": {"date": TOMORROW, "time": "15:00"}},
+     ["reminder", "confirm_day", "confirm_pickup"]),
+    ("en-US", ["another_time", "no", "keys:3"], "return_to_sender", {"request": "return", "pickup_day": ""},
+     ["reminder", "confirm_day", "ask_day_again", "confirm_return"]),
     ("en-US", ["repeat", "door", "another_time"], "redelivery",
      {"request": "redelivery", "redelivery_at": {"date": TOMORROW, "time": "15:00"}},
      ["reminder", "code_again", "ask_redelivery_time", "confirm_redelivery"]),
@@ -87,7 +106,16 @@ async def test_every_outcome_from_a_conversation(plan_settings, language, answer
         assert "pickup_day" not in record.variables
     assert said(events) == prompts
     heard = [t.heard for t in record.turns if t.heard and t.source == "speech"]
-    assert heard == [fixture_entry(language, a)["text"] for a in answers if a != "silence" and ":" not in a]
+    assert heard == [a.removeprefix("say:") if a.startswith("say:") else fixture_entry(language, a)["text"]
+                     for a in answers if a != "silence" and not a.startswith("keys:")]
+
+
+async def test_the_day_read_back_says_the_day(plan_settings):
+    """The read-back names the captured day, so a yes is a yes to that day."""
+    events: list = []
+    await call(plan_settings, ["say:后天", "yes"], events=events)
+    check = next(e for e in events if isinstance(e, Say) and e.prompt_id == "confirm_day")
+    assert "2026-11-25" in check.text and "对吗" in check.text
 
 
 @pytest.mark.parametrize("language", ["zh-CN", "en-US"])
@@ -120,7 +148,9 @@ async def test_pickup_code_is_spoken_but_masked_in_events_and_the_record(plan_se
     started = next(e for e in events if isinstance(e, CallStarted))
     assert started.variables["pickup_code"] == record.variables["pickup_code"] == "8*****"
     prompts = " ".join(t.prompt for t in record.turns)
-    assert "李女士" in prompts  # the prompts are there ...
-    assert "830517" not in prompts and CODE_SPOKEN["zh-CN"] not in prompts  # ... without the code
+    assert "李**" in prompts and "李女士" not in prompts  # the prompts are there, the name masked (pii) ...
+    assert "830517" not in prompts and CODE_SPOKEN["zh-CN"] not in prompts  # ... and without the code
+    assert started.variables["customer_name"] == record.variables["customer_name"] == "李**"
+    assert any("李女士" in e.text for e in events if isinstance(e, Say))  # while the callee hears the name
     transfer = next(e for e in events if isinstance(e, Transfer))
     assert transfer.target == "station_support" and record.outcome == "transferred"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from conftest import PLANS, fixture_entry, scripted_caller
@@ -197,3 +197,20 @@ def test_a_plan_may_not_declare_or_set_now(variables, target, where):
     with pytest.raises(PlanError) as info:
         parse_plan(BARE.format(variables=variables, target=target))
     assert "reserved_variable" in info.value.message and where in info.value.message
+
+
+@pytest.mark.parametrize(("language", "said", "outcome"), [
+    ("zh-CN", "放驿站吧再见", "station_consent"),
+    ("zh-CN", "送货上门吧，拜拜", "door_delivery"),
+    ("en-US", "the station please, bye", "station_consent"),
+])
+def test_a_choice_said_with_goodbye_is_the_choice(engine, language, said, outcome):
+    """The sign-off yields: the callee who chose and said bye has chosen (not a no-match, not a retry)."""
+    from voicebot.intent import match
+
+    state, _ = engine.start(variables={"customer_name": "王", "tracking_tail": "1234"}, language=language,
+                            now=datetime(2026, 11, 23, 10, tzinfo=UTC))
+    heard = match(said, engine.expectation(state))
+    assert isinstance(heard, Intent)
+    state, _ = engine.step(state, heard, now=datetime(2026, 11, 23, 10, tzinfo=UTC))
+    assert state.ended and state.outcome == outcome

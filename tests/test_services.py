@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from conftest import PLANS
 
-from voicebot.services import SCHEMA_VERSION, ServiceError, ServiceNotFound, SqliteServices, read_parcels
+from voicebot.services import MIGRATIONS, SCHEMA_VERSION, ServiceError, ServiceNotFound, SqliteServices, read_parcels
 
 PARCELS = PLANS / "data" / "parcels.csv"
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -97,6 +97,36 @@ async def test_ticket_numbers_count_per_day_and_survive_a_reopen(tmp_path, caplo
         assert (await svc.invoke("tickets.create", args))["id"] == "T20261124-0001"
         rows = await svc.query("SELECT callback_number, call_id FROM tickets ORDER BY ticket_id")
     assert rows[0] == ("13812345678", "c0") and len(rows) == 4
+
+
+SPELLINGS = ("+8613912345678", "008613912345678", "13912345678")
+
+
+@pytest.mark.parametrize("stored", SPELLINGS)
+@pytest.mark.parametrize("asked", [*SPELLINGS, "+86 139-1234-5678"])
+async def test_lookup_by_phone_ignores_how_the_country_code_is_written(tmp_path, stored, asked):
+    path = tmp_path / "p.csv"
+    path.write_text(f"tracking_number,phone,status\nSF900000000001,{stored},in_transit\n"
+                    "SF900000000002,13912345679,delivered\n", encoding="utf-8")
+    async with SqliteServices(tmp_path / "s.db", parcels=path) as svc:
+        found = await svc.invoke("parcels.lookup", {"phone": asked})
+        assert found["tracking_number"] == "SF900000000001" and found["count"] == "1"
+        with pytest.raises(ServiceError, match="needs tracking_number or phone"):
+            await svc.invoke("parcels.lookup", {"phone": "no digits"})
+
+
+async def test_a_version_1_database_is_migrated_and_its_parcels_found_by_phone(tmp_path):
+    path = tmp_path / "s.db"
+    conn = sqlite3.connect(path)
+    for sql in MIGRATIONS[0]:
+        conn.execute(sql)
+    conn.execute("INSERT INTO parcels VALUES ('SF900000000003', '+8613912345678', 'delivered', '', '', '', '', '', '')")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    async with SqliteServices(path) as svc:
+        assert (await svc.invoke("parcels.lookup", {"phone": "13912345678"}))["tracking_number"] == "SF900000000003"
+        assert await svc.query("PRAGMA user_version") == [(SCHEMA_VERSION,)] and SCHEMA_VERSION == 2
 
 
 async def test_ticket_and_booking_need_their_fields(services):

@@ -26,6 +26,14 @@ def mask_number(number: str) -> str:
     return "".join(out)
 
 
+def subscriber_key(number: str) -> str:
+    """A phone number as lookups compare it: its last 10 digits, so +86 138..., 0086 138... and 138... agree.
+
+    Ten digits identify a subscriber in China (11-digit mobiles all start with 1) and North America.
+    """
+    return "".join(_DIGITS.findall(number))[-10:]
+
+
 def mask_value(value: object) -> str:
     """Mask a personal value for events and records: numbers as by mask_number, text keeps its first character."""
     text = "" if value is None else str(value)

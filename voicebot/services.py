@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import VoicebotError
-from .record import mask_number
+from .record import mask_number, subscriber_key
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,6 +42,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             booking_id TEXT PRIMARY KEY, day TEXT NOT NULL, seq INTEGER NOT NULL, address TEXT NOT NULL,
             pickup_time TEXT NOT NULL, phone TEXT NOT NULL, call_id TEXT NOT NULL, created_at TEXT NOT NULL,
             UNIQUE (day, seq))""",
+    ),
+    (
+        # Parcels are found by phone on the subscriber key: stored as +8613812345678, asked for as 13812345678.
+        # Rows here were validated as `+?digits`, so the last 10 characters without the + are the key.
+        "ALTER TABLE parcels ADD COLUMN phone_key TEXT NOT NULL DEFAULT ''",
+        "UPDATE parcels SET phone_key = substr(replace(phone, '+', ''), -10)",
+        "CREATE INDEX parcels_phone_key ON parcels(phone_key, updated_at)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -250,26 +257,28 @@ class SqliteServices:
             raise
 
     def _load_parcels_sync(self, rows: list[ParcelRow]) -> int:
-        cols = tuple(ParcelRow.model_fields)
+        cols = (*ParcelRow.model_fields, "phone_key")
         sql = (f"INSERT OR REPLACE INTO parcels ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})")
-        self._write([(sql, tuple(getattr(r, c) for c in cols)) for r in rows])
+        self._write([(sql, (*(getattr(r, c) for c in ParcelRow.model_fields), subscriber_key(r.phone)))
+                     for r in rows])
         return len(rows)
 
     def _lookup_sync(self, args: Mapping[str, str], call_id: str) -> dict[str, str]:
-        tracking, phone = _arg(args, "tracking_number").upper().replace(" ", ""), _digits(_arg(args, "phone"))
+        tracking, phone = _arg(args, "tracking_number").upper().replace(" ", ""), subscriber_key(_arg(args, "phone"))
         conn = self._conn
         assert conn is not None
         cols = "tracking_number, status, location, location_en, eta, station, station_en, updated_at"
         if tracking:
             rows = conn.execute(f"SELECT {cols} FROM parcels WHERE tracking_number = ?", (tracking,)).fetchall()
         elif phone:
-            # The newest parcel for this number; the caller hears how many there are.
-            rows = conn.execute(f"SELECT {cols} FROM parcels WHERE phone = ? ORDER BY updated_at DESC",
+            # The newest parcel for this number, however either side wrote the country code; the caller hears
+            # how many there are.
+            rows = conn.execute(f"SELECT {cols} FROM parcels WHERE phone_key = ? ORDER BY updated_at DESC",
                                 (phone,)).fetchall()
         else:
             raise ServiceError("parcels.lookup needs tracking_number or phone", code="service_args")
         if not rows:
-            what = f"tracking number {tracking}" if tracking else f"phone {mask_number(phone)}"
+            what = f"tracking number {tracking}" if tracking else f"phone {mask_number(_digits(_arg(args, 'phone')))}"
             raise ServiceNotFound(f"no parcel for {what}")
         values = dict(zip([c.strip() for c in cols.split(",")], rows[0], strict=True))
         values["tail"] = values["tracking_number"][-4:]

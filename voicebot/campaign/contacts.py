@@ -15,7 +15,7 @@ from typing import Any
 from ..dialog.plan import Plan
 from ..errors import VoicebotError
 from ..hours import zone
-from ..record import mask_number
+from ..record import mask_number, subscriber_key  # noqa: F401 (subscriber_key: used by db and tests)
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
 MAX_ROWS = 1_000_000
@@ -71,15 +71,6 @@ def _mask_unreadable(raw: str) -> str:
         seen += ch.isdigit()
         out.append("*" if ch.isdigit() and seen <= count - keep else ch)
     return "".join(out)
-
-
-def subscriber_key(phone: str) -> str:
-    """The number as do-not-call and frequency checks compare it: its last 10 digits.
-
-    Ten digits identify a subscriber in China (11-digit mobiles all start with 1) and North America
-    whether or not the country code is written, so +86 138... and 138... are the same callee.
-    """
-    return re.sub(r"\D", "", phone)[-10:]
 
 
 def file_digest(path: Path) -> str:
