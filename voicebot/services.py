@@ -7,20 +7,18 @@ import csv
 import json
 import logging
 import re
-import sqlite3
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import VoicebotError
 from .record import mask_number, subscriber_key
+from .sqlite_db import SqliteDatabase
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 MAX_PARCELS_BYTES = 50_000_000
 MAX_ARG_CHARS = 500  # a plan's argument, e.g. complaint details; longer is cut
@@ -131,20 +129,21 @@ def _digits(text: str) -> str:
     return re.sub(r"\D", "", text)
 
 
-class SqliteServices:
+class SqliteServices(SqliteDatabase):
     """The built-in services over one SQLite file; use as `async with SqliteServices(path) as services:`.
 
     Its own file, not the call store's: each database carries one schema version (PRAGMA user_version).
     """
 
+    label = "services database"
+    error = ServiceError
+    migrations = MIGRATIONS
+
     def __init__(self, path: str | Path, *, parcels: str | Path | None = None,
                  clock: Callable[[], datetime] | None = None, busy_timeout: float = 10.0) -> None:
-        self.path = str(path)
+        super().__init__(path, busy_timeout=busy_timeout)
         self._parcels_file = parcels
         self._clock = clock or (lambda: datetime.now().astimezone())
-        self._busy_timeout = busy_timeout
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
         self._handlers: dict[str, Callable[[Mapping[str, str], str], dict[str, str]]] = {
             "parcels.lookup": self._lookup_sync,
             "tickets.create": self._create_ticket_sync,
@@ -156,38 +155,18 @@ class SqliteServices:
         """The services this object offers."""
         return sorted(self._handlers)
 
-    async def __aenter__(self) -> SqliteServices:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
     async def open(self) -> None:
         """Open or create the database, bring its schema up to date, and load the parcels file if given."""
-        if self._executor is not None:
-            raise ServiceError(f"services database {self.path} is already open")
         rows = await asyncio.to_thread(read_parcels, self._parcels_file) if self._parcels_file else None
-        # One worker owns the connection: every query runs on it, in order.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicebot-services")
+        await super().open()
+        if rows is None:
+            return
         try:
-            await self._call(self._open_sync, opening=True)
-            if rows is not None:
-                count = await self._call(self._load_parcels_sync, rows)
-                log.info("loaded %d parcels from %s", count, self._parcels_file)
+            count = await self._call(self._load_parcels_sync, rows)
         except BaseException:
             await self.aclose()
             raise
-
-    async def aclose(self) -> None:
-        """Close the database and stop its thread; safe to call twice."""
-        executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        try:
-            await asyncio.get_running_loop().run_in_executor(executor, self._close_sync)
-        finally:
-            executor.shutdown(wait=False)
+        log.info("loaded %d parcels from %s", count, self._parcels_file)
 
     async def invoke(self, service: str, args: Mapping[str, str], *, call_id: str = "") -> Mapping[str, str]:
         """Run one built-in service on the database thread."""
@@ -202,71 +181,21 @@ class SqliteServices:
 
     async def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query (for reports and tests)."""
-        return await self._call(lambda: self._conn.execute(sql, params).fetchall())
-
-    async def _call(self, fn: Callable[..., T], *args: Any, opening: bool = False) -> T:
-        if self._executor is None or (self._conn is None and not opening):
-            raise ServiceError(f"services database {self.path} is not open")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except (sqlite3.Error, OSError) as err:
-            raise ServiceError(f"services database {self.path}: {err}") from err
+        return await self._query(sql, params)
 
     # Everything below runs on the services thread only.
-
-    def _open_sync(self) -> None:
-        if self.path != ":memory:" and not self.path.startswith("file:"):
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("BEGIN IMMEDIATE")  # two processes opening a new file must not both migrate
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ServiceError(f"services database {self.path} has schema version {version}, newer than "
-                                   f"{SCHEMA_VERSION} known to this voicebot; upgrade voicebot")
-            for steps in MIGRATIONS[version:]:
-                for sql in steps:
-                    conn.execute(sql)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.rollback()
-            conn.close()
-            raise
-        self._conn = conn
-
-    def _close_sync(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-    def _write(self, sql_and_params: list[tuple[str, tuple[Any, ...]]]) -> None:
-        conn = self._conn
-        assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for sql, params in sql_and_params:
-                conn.execute(sql, params)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.rollback()
-            raise
 
     def _load_parcels_sync(self, rows: list[ParcelRow]) -> int:
         cols = (*ParcelRow.model_fields, "phone_key")
         sql = (f"INSERT OR REPLACE INTO parcels ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})")
-        self._write([(sql, (*(getattr(r, c) for c in ParcelRow.model_fields), subscriber_key(r.phone)))
-                     for r in rows])
+        with self._transaction() as conn:
+            conn.executemany(sql, [(*(getattr(r, c) for c in ParcelRow.model_fields), subscriber_key(r.phone))
+                                   for r in rows])
         return len(rows)
 
     def _lookup_sync(self, args: Mapping[str, str], call_id: str) -> dict[str, str]:
         tracking, phone = _arg(args, "tracking_number").upper().replace(" ", ""), subscriber_key(_arg(args, "phone"))
-        conn = self._conn
-        assert conn is not None
+        conn = self.conn
         cols = "tracking_number, status, location, location_en, eta, station, station_en, updated_at"
         if tracking:
             rows = conn.execute(f"SELECT {cols} FROM parcels WHERE tracking_number = ?", (tracking,)).fetchall()
@@ -288,9 +217,7 @@ class SqliteServices:
     def _next_id(self, table: str, prefix: str) -> tuple[str, str, int]:
         """(id, day, seq): today's next number, e.g. T20261123-0001; runs inside a write transaction."""
         day = self._clock().strftime("%Y%m%d")
-        conn = self._conn
-        assert conn is not None
-        seq = conn.execute(f"SELECT COALESCE(MAX(seq), 0) + 1 FROM {table} WHERE day = ?", (day,)).fetchone()[0]
+        seq = self.conn.execute(f"SELECT COALESCE(MAX(seq), 0) + 1 FROM {table} WHERE day = ?", (day,)).fetchone()[0]
         return f"{prefix}{day}-{seq:04d}", day, seq
 
     def _create_ticket_sync(self, args: Mapping[str, str], call_id: str) -> dict[str, str]:
@@ -298,19 +225,11 @@ class SqliteServices:
         callback = _digits(_arg(args, "callback_number"))
         if not category or not callback:
             raise ServiceError("tickets.create needs category and callback_number", code="service_args")
-        conn = self._conn
-        assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")  # the number and the row in one transaction: no two calls share a number
-        try:
+        with self._transaction() as conn:  # the number and the row in one transaction: no two calls share one
             ticket_id, day, seq = self._next_id("tickets", "T")
             conn.execute("INSERT INTO tickets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (ticket_id, day, seq, category, details, callback,
                           _arg(args, "tracking_number"), call_id, self._clock().isoformat(timespec="seconds")))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.rollback()
-            raise
         log.info("ticket %s created: %s, callback %s, call %s", ticket_id, category, mask_number(callback), call_id)
         return {"id": ticket_id, "digits": _digits(ticket_id)}
 
@@ -318,18 +237,10 @@ class SqliteServices:
         address, when, phone = _arg(args, "address"), _arg(args, "time"), _digits(_arg(args, "phone"))
         if not address or not when:
             raise ServiceError("bookings.create needs address and time", code="service_args")
-        conn = self._conn
-        assert conn is not None
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as conn:
             booking_id, day, seq = self._next_id("bookings", "B")
             conn.execute("INSERT INTO bookings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                          (booking_id, day, seq, address, when, phone, call_id,
                           self._clock().isoformat(timespec="seconds")))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.rollback()
-            raise
         log.info("pickup %s booked for %s, call %s", booking_id, when, call_id)
         return {"id": booking_id, "digits": _digits(booking_id)}
