@@ -9,6 +9,7 @@ import pytest
 
 from voicebot.asr import TranscriptReplayRecognizer
 from voicebot.config import Settings
+from voicebot.events import Say
 from voicebot.simulate import CallerStep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,20 +38,37 @@ def settings(tmp_path: Path) -> Settings:
     return Settings.from_env({"HOME": str(tmp_path)}, cache_dir=tmp_path / "cache", data_dir=tmp_path / "data")
 
 
+@pytest.fixture(scope="module")
+def plan_settings(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """One prompt cache per test module: each call re-renders only what it has not heard before."""
+    home = tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_"))
+    return Settings.from_env({"HOME": str(home)}, cache_dir=home / "cache", data_dir=home / "data")
+
+
+def prompt_ids(events: list) -> list[str]:
+    """Prompt ids in the order the robot spoke them."""
+    return [e.prompt_id for e in events if isinstance(e, Say)]
+
+
 def scripted_caller(language: str, answers: list[str], rate: int = 8000
                     ) -> tuple[list[CallerStep], TranscriptReplayRecognizer]:
-    """A caller who answers each prompt in turn: a fixture id plays its WAV, "keys:5" presses keys, "silence".
+    """A caller who answers each prompt in turn: a fixture id plays its WAV, "keys:5" presses keys,
+    "say:text" types, "silence" answers nothing.
 
     The recogniser is the FAKE TranscriptReplayRecognizer (no zh/en Vosk model installs here): it "hears"
-    each played fixture as its manifest text.
+    each played utterance fixture as its manifest text. Tone fixtures (e.g. `dtmf_phone`, keys played in
+    band) are heard by the DTMF detector, never the recogniser.
     """
     steps, texts = [], []
     for answer in answers:
         if answer == "silence":
             steps.append(CallerStep("silence"))
-        elif answer.startswith("keys:"):
-            steps.append(CallerStep("keys", answer.removeprefix("keys:")))
+        elif answer.startswith(("keys:", "say:")):
+            kind, _, value = answer.partition(":")
+            steps.append(CallerStep(kind, value))
         else:
-            steps.append(CallerStep("wav", str(fixture_path(language, answer, rate))))
-            texts.append(fixture_entry(language, answer, rate)["text"])
+            entry = fixture_entry(language, answer, rate)
+            steps.append(CallerStep("wav", str(FIXTURES / entry["file"])))
+            if entry["kind"] == "utterance":
+                texts.append(entry["text"])
     return steps, TranscriptReplayRecognizer(texts, rate=rate, language=language)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import PLANS, fixture_entry, scripted_caller
+from conftest import PLANS, fixture_entry, prompt_ids, scripted_caller
 
 from voicebot.config import Settings
 from voicebot.events import Say, Transfer
@@ -22,24 +22,12 @@ EN_VARS = {"customer_name": "Ms Lee", "ticket_id": "T240611004", "complaint_summ
            "company": "Acme Express"}
 
 
-@pytest.fixture(scope="module")
-def plan_settings(tmp_path_factory) -> Settings:
-    """One prompt cache for the module: each call re-renders only what it has not heard before."""
-    home = tmp_path_factory.mktemp("complaint_followup")
-    return Settings.from_env({"HOME": str(home)}, cache_dir=home / "cache", data_dir=home / "data")
-
-
 async def call(settings: Settings, answers: list[str], *, language: str = "zh-CN", events: list | None = None):
     """One follow-up call in which the customer gives `answers` (fixture ids, keys:N, silence) in turn."""
     steps, recognizer = scripted_caller(language, answers)
     return await simulate(plan=PLAN, steps=steps, variables=ZH_VARS if language == "zh-CN" else EN_VARS,
                           settings=settings, emit=(events if events is not None else []).append, language=language,
                           recognizer=recognizer, clock=lambda: NOW)
-
-
-def said(events: list) -> list[str]:
-    """Prompt ids in the order the robot spoke them."""
-    return [e.prompt_id for e in events if isinstance(e, Say)]
 
 
 CASES = [
@@ -103,7 +91,7 @@ async def test_every_outcome_from_a_conversation(plan_settings, language, answer
         assert "reopen_ticket" not in record.variables
     if "callback_at" not in recorded:
         assert "callback_at" not in record.variables
-    assert said(events) == [p for prompt in prompts for p in prompt.split("+")]
+    assert prompt_ids(events) == [p for prompt in prompts for p in prompt.split("+")]
     heard = [t.heard for t in record.turns if t.heard and t.source == "speech"]
     assert heard == [fixture_entry(language, a)["text"] for a in answers if a != "silence" and ":" not in a]
 

@@ -11,38 +11,17 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import pytest
-from conftest import PLANS, REPO, fixture_entry, fixture_path
+from conftest import PLANS, REPO, fixture_entry, scripted_caller
 
-from voicebot.asr import TranscriptReplayRecognizer
 from voicebot.events import Error, Invoke, Say, ServiceResult, Transfer
 from voicebot.services import ServiceError, SqliteServices
-from voicebot.simulate import CallerStep, simulate
+from voicebot.simulate import simulate
 
 HOTLINE = PLANS / "hotline.yaml"
 PARCELS = PLANS / "data" / "parcels.csv"
 OPEN = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 10:00 in Shanghai
 CLOSED = datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # Monday 23:00 in Shanghai
 SATURDAY_EVENING = datetime(2026, 11, 28, 10, 30, tzinfo=UTC)  # 18:30: open on weekdays, closed at weekends
-
-
-def _steps(language: str, script: list[str]) -> tuple[list[CallerStep], TranscriptReplayRecognizer]:
-    """'fixture_id' plays that WAV, 'keys:123#' presses keys, 'say:text' types, 'silence' answers nothing.
-
-    `dtmf_phone` is a WAV of in-band key tones (13812345678#): heard by the DTMF detector, not the recogniser.
-    """
-    steps, texts = [], []
-    for item in script:
-        if item == "silence":
-            steps.append(CallerStep("silence"))
-        elif item.startswith(("keys:", "say:")):
-            kind, _, value = item.partition(":")
-            steps.append(CallerStep(kind, value))
-        else:
-            steps.append(CallerStep("wav", str(fixture_path(language, item))))
-            if fixture_entry(language, item)["kind"] == "utterance":
-                texts.append(fixture_entry(language, item)["text"])
-    # FAKE recogniser (no zh/en Vosk model installs here): returns each played fixture's manifest text.
-    return steps, TranscriptReplayRecognizer(texts, rate=8000, language=language)
 
 
 @pytest.fixture
@@ -52,7 +31,7 @@ async def services(tmp_path):
 
 
 async def call(settings, script: list[str], *, services, language="zh-CN", clock=OPEN, events=None):
-    steps, recognizer = _steps(language, script)
+    steps, recognizer = scripted_caller(language, script)
     return await simulate(plan=HOTLINE, steps=steps, variables={}, settings=settings,
                           emit=(events if events is not None else []).append, language=language,
                           recognizer=recognizer, clock=lambda: clock, services=services)
@@ -329,7 +308,7 @@ async def test_slow_service_times_out_into_the_error_branch(settings, tmp_path):
                                                                 "      into: parcel\n      timeout: 0.3\n", 1),
                     encoding="utf-8")
     events: list = []
-    steps, recognizer = _steps("zh-CN", ["keys:1", "hl_tracking_number", "yes"])
+    steps, recognizer = scripted_caller("zh-CN", ["keys:1", "hl_tracking_number", "yes"])
     started = asyncio.get_running_loop().time()
     record = await simulate(plan=plan, steps=steps, variables={}, settings=settings, emit=events.append,
                             recognizer=recognizer, clock=lambda: OPEN, services=_SlowServices(30))

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import PLANS, fixture_entry, scripted_caller
+from conftest import PLANS, fixture_entry, prompt_ids, scripted_caller
 
 from voicebot.config import Settings
 from voicebot.events import CallStarted, Say, Transfer
-from voicebot.simulate import CallerStep, simulate
+from voicebot.simulate import simulate
 
 PLAN = PLANS / "pickup_reminder.yaml"
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone(timedelta(hours=8)))
@@ -21,25 +21,12 @@ EN_VARS = {"customer_name": "Mr Brown", "tracking_tail": "1357", "station_name":
 CODE_SPOKEN = {"zh-CN": "8 3 0 5 1 7", "en-US": "4 0 9 6"}
 
 
-@pytest.fixture(scope="module")
-def plan_settings(tmp_path_factory) -> Settings:
-    """One prompt cache for the module: each call re-renders only what it has not heard before."""
-    home = tmp_path_factory.mktemp("pickup_reminder")
-    return Settings.from_env({"HOME": str(home)}, cache_dir=home / "cache", data_dir=home / "data")
-
-
 async def call(settings: Settings, answers: list[str], *, language: str = "zh-CN", events: list | None = None):
     """One reminder call in which the callee gives `answers` (fixture ids, keys:N, say:TEXT, silence) in turn."""
-    played, recognizer = scripted_caller(language, [a for a in answers if not a.startswith("say:")])
-    steps = [CallerStep("say", a.removeprefix("say:")) if a.startswith("say:") else played.pop(0) for a in answers]
+    steps, recognizer = scripted_caller(language, answers)
     return await simulate(plan=PLAN, steps=steps, variables=ZH_VARS if language == "zh-CN" else EN_VARS,
                           settings=settings, emit=(events if events is not None else []).append, language=language,
                           recognizer=recognizer, clock=lambda: NOW)
-
-
-def said(events: list) -> list[str]:
-    """Prompt ids in the order the robot spoke them."""
-    return [e.prompt_id for e in events if isinstance(e, Say)]
 
 
 CASES = [
@@ -104,7 +91,7 @@ async def test_every_outcome_from_a_conversation(plan_settings, language, answer
         assert record.variables[name] == value
     if "pickup_day" not in recorded:
         assert "pickup_day" not in record.variables
-    assert said(events) == prompts
+    assert prompt_ids(events) == prompts
     heard = [t.heard for t in record.turns if t.heard and t.source == "speech"]
     assert heard == [a.removeprefix("say:") if a.startswith("say:") else fixture_entry(language, a)["text"]
                      for a in answers if a != "silence" and not a.startswith("keys:")]

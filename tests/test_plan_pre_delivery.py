@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from conftest import PLANS, fixture_entry, scripted_caller
+from conftest import PLANS, fixture_entry, prompt_ids, scripted_caller
 
 from voicebot.config import Settings
 from voicebot.dialog.engine import DialogEngine
@@ -23,13 +23,6 @@ EN_VARS = {"customer_name": "Ms Smith", "tracking_tail": "4321", "company": "Acm
            "station_name": "the corner shop"}
 
 
-@pytest.fixture(scope="module")
-def plan_settings(tmp_path_factory) -> Settings:
-    """One prompt cache for the module: each call re-renders only what it has not heard before."""
-    home = tmp_path_factory.mktemp("pre_delivery")
-    return Settings.from_env({"HOME": str(home)}, cache_dir=home / "cache", data_dir=home / "data")
-
-
 async def call(settings: Settings, answers: list[str], *, language: str = "zh-CN", events: list | None = None,
                clock=lambda: NOW):
     """One pre-delivery call in which the callee gives `answers` (fixture ids, keys:N, silence) in turn."""
@@ -37,10 +30,6 @@ async def call(settings: Settings, answers: list[str], *, language: str = "zh-CN
     return await simulate(plan=PLAN, steps=steps, variables=ZH_VARS if language == "zh-CN" else EN_VARS,
                           settings=settings, emit=(events if events is not None else []).append, language=language,
                           recognizer=recognizer, clock=clock)
-
-
-def said(events: list) -> list[str]:
-    return [e.prompt_id for e in events if isinstance(e, Say)]
 
 
 CONSENTED = {"station_consent": "station", "locker_consent": "locker", "leave_with_someone": "leave_with_someone"}
@@ -83,7 +72,7 @@ async def test_every_outcome_from_a_conversation(plan_settings, language, answer
     record = await call(plan_settings, answers, language=language, events=events)
     assert record.outcome == outcome
     assert record.variables.get("choice") == choice
-    assert said(events) == prompts
+    assert prompt_ids(events) == prompts
     heard = [t.heard for t in record.turns if t.heard and t.source == "speech"]
     assert heard == [fixture_entry(language, a)["text"] for a in answers if a != "silence" and ":" not in a]
     if outcome in CONSENTED:
