@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import PLANS
 
-from voicebot.campaign.contacts import ContactsError, load_contacts, normalize_phone, subscriber_key
+from voicebot.campaign.contacts import ContactsError, load_contacts, normalize_phone
 from voicebot.dialog.load import load_plan
+from voicebot.record import subscriber_key
 
 PLAN = load_plan(PLANS / "pre_delivery.yaml").plan  # needs customer_name and tracking_tail; zh-CN and en-US
 FULL = "13812345678"

@@ -15,7 +15,7 @@ from typing import Any
 from ..dialog.plan import Plan
 from ..errors import VoicebotError
 from ..hours import zone
-from ..record import mask_number, subscriber_key  # noqa: F401 (subscriber_key: used by db and tests)
+from ..record import mask_number
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
 MAX_ROWS = 1_000_000

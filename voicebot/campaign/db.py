@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import VoicebotError
-from ..record import mask_number
+from ..record import mask_number, subscriber_key
 from ..sqlite_db import SqliteDatabase
-from .contacts import Contact, subscriber_key
+from .contacts import Contact
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -237,6 +237,13 @@ class CampaignDB(SqliteDatabase):
         return [tuple(r) for r in await self._query(
             "SELECT contact_id, n, started_at, ended_at, outcome, talk_seconds FROM attempts "
             "WHERE campaign = ? ORDER BY id", (name,))]
+
+    async def first_record(self, name: str, *, outcomes: tuple[str, ...]) -> dict[str, Any] | None:
+        """The stored call record of the first attempt that ended in one of `outcomes`, or None."""
+        marks = ", ".join("?" * len(outcomes))
+        rows = await self._query(f"SELECT record FROM attempts WHERE campaign = ? AND record IS NOT NULL "
+                                 f"AND outcome IN ({marks}) ORDER BY id LIMIT 1", (name, *outcomes))
+        return json.loads(rows[0][0]) if rows else None
 
     # Everything below runs on the database's thread only.
 

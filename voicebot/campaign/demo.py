@@ -36,10 +36,8 @@ def write_contacts(path: Path, *, count: int, seed: int) -> None:
 async def _sample_call(db_path: Path, name: str) -> dict | None:
     """The record of one answered call that reached a consent, for showing a whole conversation."""
     async with CampaignDB(db_path) as db:
-        rows = await db._query("SELECT record FROM attempts WHERE campaign = ? AND record IS NOT NULL "
-                               "AND outcome IN ('station_consent', 'locker_consent', 'leave_with_someone', "
-                               "'rescheduled') ORDER BY id LIMIT 1", (name,))
-    return json.loads(rows[0][0]) if rows else None
+        return await db.first_record(name, outcomes=("station_consent", "locker_consent", "leave_with_someone",
+                                                     "rescheduled"))
 
 
 def run_demo(console: Console, *, settings: Settings, plan: Path, contacts: int = 36, seed: int = 11) -> int:

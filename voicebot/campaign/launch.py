@@ -101,9 +101,8 @@ async def prepare(launch: Launch, db: CampaignDB) -> tuple[LoadedPlan, dict[str,
             raise CampaignError(f"campaign {launch.name!r} was cancelled", code="campaign_cancelled")
         options = {**DEFAULTS, **existing.options, **{k: v for k, v in launch.given.items() if v is not None}}
         run_options(options)
-        if existing.status == "paused":
-            pass  # a paused campaign stays paused until `campaign resume`
-        await db.set_status(launch.name, existing.status if existing.status != "done" else "running",
+        # A paused campaign stays paused until `campaign resume`; a finished one looks again for due contacts.
+        await db.set_status(launch.name, "running" if existing.status == "done" else existing.status,
                             options=options)
     added = 0
     if launch.dnc_file is not None:
